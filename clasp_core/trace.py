@@ -1,0 +1,170 @@
+"""The events a decoding loop yields, and their JSON-lines form.
+
+This is the contract between the engine and everything that shows or sums its work
+(the app, the bench, trace files). Every event is a small dataclass with a ``kind``;
+``to_dict``/``event_from_dict`` round-trip it through plain JSON types, so a trace file
+can be replayed without a model.
+
+Token texts travel with the ids (``*_text`` fields), decoded one token at a time, so a
+viewer never needs the tokenizer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Union
+
+TRACE_VERSION = 1
+
+
+@dataclass
+class Prefill:
+    """The prompt went through the full model once."""
+
+    method: str                    # "clasp" | "vanilla"
+    model: str                     # display name of the model
+    num_layers: int                # L
+    prompt_ids: list[int]
+    prompt_text: str               # the prompt after the chat template
+    params: dict                   # the settings of this run (M, K, DET, LOI, temperature, ...)
+    seconds: float
+    device: str = "cpu"
+    dtype: str = "float32"
+    kind: str = "prefill"
+
+
+@dataclass
+class LayerChoice:
+    """The layer DP ran and chose the skip set used from round ``round`` on."""
+
+    round: int                     # index of the first round that drafts with this skip set
+    position: int                  # position p of the token whose hidden states fed the DP
+    skip: list[int]                # chosen layers to skip (sorted, 0-based), exactly M of them
+    D: list[list[float | None]]    # (L+1) x (M+1); D[i][j] = cos(g(i,j), x_i); None where undefined
+    path: list[list[int]]          # backtracked cells [i, j] from (L, M) down to (0, 0)
+    seconds: float
+    num_skip: int = 0              # M in force for this choice (the auto mode may change it)
+    kind: str = "layer_choice"
+
+
+@dataclass
+class Round:
+    """One draft-then-verify round of CLaSp."""
+
+    index: int
+    skip: list[int]                # skip set the draft ran with
+    drafted: list[int]             # draft token ids (may be empty: the round was a plain step)
+    drafted_text: list[str]
+    draft_probs: list[float]       # q(x) of each drafted token under the draft
+    target_probs: list[float]      # p(x) of each drafted token under the full model
+    accepted: int                  # how many of ``drafted`` were accepted (a prefix)
+    next_token: int                # the full model's own token after the accepted prefix
+    next_text: str
+    next_kind: str                 # "corrected" (a draft token was rejected) | "bonus" (all accepted)
+    emitted: list[int]             # ids appended to the output this round (after EOS / max cut)
+    draft_s: float
+    verify_s: float
+    start: int                     # output index of the round's first emitted token
+    kind: str = "round"
+
+
+@dataclass
+class Step:
+    """One token of plain (vanilla) decoding."""
+
+    index: int
+    token: int
+    text: str
+    seconds: float
+    kind: str = "step"
+
+
+@dataclass
+class Done:
+    """Totals of one run."""
+
+    method: str
+    new_tokens: int
+    output_ids: list[int]
+    text: str
+    wall_s: float                  # prefill + decoding, excluding model load and warm-up
+    decode_s: float                # decoding only (after prefill)
+    prefill_s: float
+    tokens_per_s: float            # new_tokens / wall_s
+    stop_reason: str               # "eos" | "max_new_tokens" | "stopped"
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    tau: float = 0.0               # mean tokens emitted per round (accepted + 1)
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    dp_s: float = 0.0
+    dp_calls: int = 0
+    kind: str = "done"
+
+
+Event = Union[Prefill, LayerChoice, Round, Step, Done]
+EVENT_TYPES = {cls.__dataclass_fields__["kind"].default: cls
+               for cls in (Prefill, LayerChoice, Round, Step, Done)}
+
+
+def to_dict(event: Event) -> dict:
+    return dataclasses.asdict(event)
+
+
+def event_from_dict(d: dict) -> Event:
+    kind = d.get("kind")
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown trace event kind {kind!r}; expected one of {sorted(EVENT_TYPES)}")
+    cls = EVENT_TYPES[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def dumps(events: Iterable[Event]) -> str:
+    """JSON lines, one event a line, headed by a version line."""
+    lines = [json.dumps({"kind": "trace", "version": TRACE_VERSION})]
+    lines += [json.dumps(to_dict(e), ensure_ascii=False) for e in events]
+    return "\n".join(lines) + "\n"
+
+
+def loads(text: str) -> list[Event]:
+    events: list[Event] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"trace line {n} is not JSON: {e}") from None
+        if d.get("kind") == "trace":
+            if d.get("version") != TRACE_VERSION:
+                raise ValueError(f"trace version {d.get('version')} is not supported (expected {TRACE_VERSION})")
+            continue
+        events.append(event_from_dict(d))
+    return events
+
+
+def write_trace(events: Iterable[Event], path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(dumps(events), encoding="utf-8")
+    return path
+
+
+def read_trace(path: str | Path) -> list[Event]:
+    return loads(Path(path).read_text(encoding="utf-8"))
+
+
+def split_runs(events: Iterable[Event]) -> Iterator[list[Event]]:
+    """Split a trace holding several runs (e.g. clasp then vanilla) at each Prefill."""
+    run: list[Event] = []
+    for e in events:
+        if isinstance(e, Prefill) and run:
+            yield run
+            run = []
+        run.append(e)
+    if run:
+        yield run
