@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Union
+from typing import Iterable, Iterator, Union
 
 TRACE_VERSION = 1
 
@@ -30,6 +30,8 @@ class Prefill:
     prompt_text: str               # the prompt after the chat template
     params: dict                   # the settings of this run (M, K, DET, LOI, temperature, ...)
     seconds: float
+    first_token: int               # the full model's first new token, from the prefill's last row
+    first_text: str                # (output index 0; rounds/steps continue from index 1)
     device: str = "cpu"
     dtype: str = "float32"
     kind: str = "prefill"

@@ -1,0 +1,144 @@
+"""Layer-wise forward over a preallocated KV cache, with a skip set.
+
+gpt-fast style: one K and one V buffer per layer, allocated once and indexed by position.
+The cache's valid length is a plain integer: rolling back rejected draft tokens is moving
+it back (slots past it are overwritten before anything reads them). The model's own modules
+(projections, norms, MLP, rotary embedding, ``apply_rotary_pos_emb``) do the math; this file
+only decides which layers run, where K/V go and who may attend to whom.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+class Runner:
+    def __init__(self, model: torch.nn.Module, capacity: int = 0):
+        cfg = model.config
+        core = model.model
+        self.config = cfg
+        self.embed = core.embed_tokens
+        self.layers = list(core.layers)
+        self.norm = core.norm
+        self.rotary = core.rotary_emb
+        self.lm_head = model.lm_head
+        self.apply_rope = sys.modules[type(self.layers[0]).__module__].apply_rotary_pos_emb
+        self.num_layers = len(self.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.hidden = cfg.hidden_size
+        p = self.embed.weight
+        self.device, self.dtype = p.device, p.dtype
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.capacity = 0
+        self.length = 0          # number of valid (verified, full-model) cache slots
+        if capacity:
+            self.allocate(capacity)
+
+    # ---- cache -------------------------------------------------------------------------
+    def allocate(self, capacity: int) -> None:
+        """Make room for ``capacity`` positions; reuses the buffers when they are big enough."""
+        self.length = 0
+        if capacity <= self.capacity:
+            return
+        shape = (1, self.n_kv, capacity, self.head_dim)
+        self.k = [torch.zeros(shape, device=layer_device(l, self.device), dtype=self.dtype) for l in self.layers]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        self.capacity = capacity
+
+    def rollback(self, length: int) -> None:
+        """Forget every slot from ``length`` on (free: nothing is copied)."""
+        assert 0 <= length <= self.length
+        self.length = length
+
+    # ---- forward -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, start: int, skip=frozenset(), *, hidden: bool = False,
+                last_only: bool = False):
+        """Run tokens ``ids`` (1-D) at positions start.. through every layer not in ``skip``.
+
+        Writes K/V of executed layers at those positions and sets the valid length to their
+        end. Returns logits ([T, V], or [1, V] with ``last_only``) and, with ``hidden``, the raw
+        per-layer outputs x_0..x_L as one [L+1, T, d] tensor (x_0 = embeddings; before the final
+        norm; a skipped layer's entry repeats its input).
+        """
+        T = ids.shape[0]
+        end = start + T
+        if end > self.capacity:
+            raise ValueError(f"context of {end} tokens exceeds the cache ({self.capacity})")
+        x = self.embed(ids)[None]
+        pos = torch.arange(start, end, device=x.device)[None]
+        cos, sin = self.rotary(x, pos)
+        mask = None
+        if T > 1:  # causal within the block, everything before it visible
+            cols = torch.arange(end, device=x.device)
+            mask = cols[None, :] <= (pos[0, :, None])
+        hs = [x[0]] if hidden else None
+        for i, layer in enumerate(self.layers):
+            if i not in skip:
+                x = self._layer(i, layer, x, cos, sin, start, end, mask)
+            if hidden:
+                hs.append(x[0])
+        self.length = end
+        y = x[:, -1:] if last_only else x
+        logits = self.lm_head(self.norm(y))[0]
+        return (logits, torch.stack(hs)) if hidden else logits
+
+    def _attend(self, att, h, cos, sin):
+        T = h.shape[1]
+        q = att.q_proj(h).view(1, T, -1, self.head_dim)
+        k = att.k_proj(h).view(1, T, -1, self.head_dim)
+        v = att.v_proj(h).view(1, T, -1, self.head_dim).transpose(1, 2)
+        if hasattr(att, "q_norm"):  # Qwen3 normalises q and k per head
+            q, k = att.q_norm(q), att.k_norm(k)
+        q, k = self.apply_rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+        return q, k, v
+
+    def _layer(self, i, layer, x, cos, sin, start, end, mask):
+        att = layer.self_attn
+        q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
+        self.k[i][:, :, start:end] = k
+        self.v[i][:, :, start:end] = v
+        o = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask,
+                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
+        x = x + att.o_proj(o.transpose(1, 2).reshape(1, x.shape[1], -1))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    # ---- the DP's packed layer call ----------------------------------------------------
+    @torch.inference_mode()
+    def layer_candidates(self, i: int, cand: torch.Tensor, p: int) -> torch.Tensor:
+        """f_i applied to C candidate hidden states [C, d] in one call.
+
+        Every candidate sits at position ``p`` and attends to the verified prefix [0, p) plus
+        itself only — not to slot p (the token's own full-model K/V) and not to the other
+        candidates. Their K/V go to scratch slots p+1..p+C, past the valid length p+1, so they
+        are never kept: the next write overwrites them.
+        """
+        C = cand.shape[0]
+        if p + 1 + C > self.capacity:
+            raise ValueError("cache too small for the layer DP's candidates")
+        layer, att = self.layers[i], self.layers[i].self_attn
+        x = cand[None]
+        cos, sin = self.rotary(x, torch.full((1, C), p, device=x.device))
+        q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
+        lo, hi = p + 1, p + 1 + C
+        self.k[i][:, :, lo:hi] = k
+        self.v[i][:, :, lo:hi] = v
+        mask = torch.zeros(C, hi, dtype=torch.bool, device=x.device)
+        mask[:, :p] = True
+        mask[:, lo:hi] = torch.eye(C, dtype=torch.bool, device=x.device)
+        o = F.scaled_dot_product_attention(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], attn_mask=mask,
+                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
+        x = x + att.o_proj(o.transpose(1, 2).reshape(1, C, -1))
+        return (x + layer.mlp(layer.post_attention_layernorm(x)))[0]
+
+
+def layer_device(layer: torch.nn.Module, default: torch.device) -> torch.device:
+    """The device a layer's weights live on (differs per layer under an accelerate device_map)."""
+    for p in layer.parameters():
+        return p.device
+    return default

@@ -1,0 +1,188 @@
+"""Decoding loops on tiny random models: lossless greedy, the sampling rule, bad input."""
+import threading
+
+import pytest
+import torch
+
+from clasp_core import trace
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.model import from_modules, load_model
+from clasp_core.sampling import greedy_accept, speculative_accept, warp
+from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
+
+PROMPT = [1, 5, 17, 3, 44, 60, 8]
+
+
+def run(lm, method="clasp", **kw):
+    cfg = GenConfig(**{"max_new_tokens": 40, "det": 0.0, **kw})
+    return list(generate(lm, None, cfg, method, prompt_ids=PROMPT))
+
+
+def hf_greedy(lm, n):
+    out = lm.model.generate(torch.tensor([PROMPT]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                            pad_token_id=0)
+    return out[0, len(PROMPT):].tolist()
+
+
+@pytest.mark.parametrize("M,K,loi", [(1, 4, 1), (3, 8, 1), (2, 3, 4), (5, 2, 2)])
+def test_greedy_clasp_is_token_identical_to_transformers_generate(tiny, M, K, loi):
+    tiny.model.generation_config.eos_token_id = None     # random weights: run to the full length
+    events = run(tiny, num_skip=M, draft_len=K, loi=loi)
+    done = events[-1]
+    assert isinstance(done, Done) and done.new_tokens == 40
+    assert done.output_ids == hf_greedy(tiny, 40)
+    assert done.drafted > 0                                # it really drafted
+    assert run(tiny, "vanilla")[-1].output_ids == done.output_ids
+
+
+def test_event_stream_shape_and_trace_round_trip(tiny):
+    tiny.model.generation_config.eos_token_id = None
+    events = run(tiny, num_skip=2, draft_len=4, loi=2)
+    assert isinstance(events[0], Prefill) and isinstance(events[1], LayerChoice)
+    rounds = [e for e in events if isinstance(e, Round)]
+    choices = [e for e in events if isinstance(e, LayerChoice)]
+    done = events[-1]
+    # the output is the prefill's token followed by what each round emitted, in order
+    rebuilt = [events[0].first_token] + [t for r in rounds for t in r.emitted]
+    assert rebuilt == done.output_ids
+    for r in rounds:
+        assert 0 <= r.accepted <= len(r.drafted) <= 4
+        assert r.emitted[:r.accepted] == r.drafted[:r.accepted]
+        assert r.next_kind == ("bonus" if r.accepted == len(r.drafted) else "corrected")
+        assert len(r.skip) == 2 and len(r.draft_probs) == len(r.drafted) == len(r.target_probs)
+    assert len(choices) == 1 + (len(rounds) - 1) // 2     # after prefill, then every 2nd round
+    assert done.rounds == len(rounds) and done.accepted == sum(r.accepted for r in rounds)
+    assert done.tau == pytest.approx((done.new_tokens - 1) / done.rounds)
+    again = trace.loads(trace.dumps(events))
+    assert [trace.to_dict(e) for e in again] == [trace.to_dict(e) for e in events]
+
+
+def test_skipping_nothing_accepts_every_draft(tiny):
+    tiny.model.generation_config.eos_token_id = None
+    done = run(tiny, num_skip=0, draft_len=5)[-1]
+    assert done.accepted == done.drafted > 0
+
+
+def test_stops_at_eos_and_includes_it(tiny):
+    ref = hf_greedy(tiny, 40)
+    eos = ref[10]
+    tiny.model.generation_config.eos_token_id = eos
+    try:
+        done = run(tiny, num_skip=2)[-1]
+    finally:
+        tiny.model.generation_config.eos_token_id = None
+    first = ref.index(eos)
+    assert done.stop_reason == "eos" and done.output_ids == ref[:first + 1]
+
+
+def test_stop_event_ends_the_run(tiny):
+    stop = threading.Event()
+    stop.set()
+    done = list(generate(tiny, None, GenConfig(max_new_tokens=30), "clasp", stop, prompt_ids=PROMPT))[-1]
+    assert done.stop_reason == "stopped" and done.new_tokens < 30
+
+
+# ---- sampling ---------------------------------------------------------------------------
+def test_greedy_accept_rule():
+    assert greedy_accept([4, 5, 6], [4, 5, 9, 1]) == (2, 9, "corrected")
+    assert greedy_accept([4, 5], [4, 5, 7]) == (2, 7, "bonus")
+    assert greedy_accept([], [3]) == (0, 3, "bonus")
+
+
+def test_speculative_sampling_reproduces_the_target_distribution():
+    """Draw x ~ q, apply the rule; the emitted first token must be distributed as p."""
+    g = torch.Generator().manual_seed(1234)
+    V = 6
+    p = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.07, 0.03])
+    q = torch.tensor([0.05, 0.30, 0.30, 0.05, 0.20, 0.10])
+    n = 40000
+    counts = torch.zeros(V)
+    for _ in range(n):
+        x = int(torch.multinomial(q, 1, generator=g))
+        acc, nxt, _ = speculative_accept([x], q[None], torch.stack([p, p]), g)
+        counts[x if acc == 1 else nxt] += 1
+    expected = p * n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5                      # chi-square, 5 dof, p = 0.001
+    # and it does accept often where q covers p: the rate is sum(min(p, q))
+    assert counts.sum() == n
+
+
+def test_speculative_acceptance_rate_is_overlap_of_p_and_q():
+    g = torch.Generator().manual_seed(7)
+    p = torch.tensor([0.5, 0.3, 0.2])
+    q = torch.tensor([0.2, 0.2, 0.6])
+    n, accepted = 20000, 0
+    for _ in range(n):
+        x = int(torch.multinomial(q, 1, generator=g))
+        accepted += speculative_accept([x], q[None], torch.stack([p, p]), g)[0]
+    assert accepted / n == pytest.approx(float(torch.minimum(p, q).sum()), abs=0.015)
+
+
+def test_warp_top_p_keeps_smallest_prefix():
+    probs = warp(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])), 1.0, top_p=0.8)
+    torch.testing.assert_close(probs, torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    assert warp(torch.tensor([1.0, 3.0, 2.0]), 0.0).tolist() == [0.0, 1.0, 0.0]
+
+
+def test_sampled_run_end_to_end(tiny):
+    tiny.model.generation_config.eos_token_id = None
+    a = run(tiny, num_skip=2, temperature=0.8, top_p=0.95, seed=3)
+    b = run(tiny, num_skip=2, temperature=0.8, top_p=0.95, seed=3)
+    assert a[-1].output_ids == b[-1].output_ids           # seeded: reproducible
+    assert a[-1].new_tokens == 40 and all(0 <= t < 97 for t in a[-1].output_ids)
+    assert a[-1].drafted > 0
+    same = run(tiny, num_skip=0, temperature=0.8, seed=3)[-1]
+    assert same.accepted == same.drafted                   # p == q: every draft is accepted
+
+
+# ---- bad input --------------------------------------------------------------------------
+@pytest.mark.parametrize("kw,msg", [
+    (dict(num_skip=6), "M .*between 0 and 5"),
+    (dict(num_skip=-1), "M .*between 0 and 5"),
+    (dict(draft_len=0), "K .*at least 1"),
+    (dict(det=1.5), "DET must be in"),
+    (dict(det=-0.1), "DET must be in"),
+    (dict(temperature=-1.0), "temperature must be"),
+    (dict(top_p=0.0), "top-p"),
+    (dict(loi=0), "LOI"),
+    (dict(max_new_tokens=0), "max new tokens"),
+])
+def test_bad_parameters_raise_clear_value_errors(tiny, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        generate(tiny, None, GenConfig(**kw), prompt_ids=PROMPT)
+
+
+def test_empty_and_too_long_prompts(tiny):
+    with pytest.raises(ValueError, match="empty"):
+        generate(tiny, None, GenConfig(), prompt_ids=[])
+    with pytest.raises(ValueError, match="over this model's context of 256"):
+        generate(tiny, None, GenConfig(max_new_tokens=10), prompt_ids=[5] * 250)
+    with pytest.raises(ValueError, match="unknown method"):
+        generate(tiny, None, GenConfig(), "medusa", prompt_ids=PROMPT)
+
+
+def test_missing_model_path_and_unsupported_architecture(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_model(str(tmp_path / "nope"), device="cpu")
+    with pytest.raises(ValueError, match="not found"):
+        load_model(str(tmp_path / "nope.gguf"), device="cpu")
+    from transformers import GPT2Config
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="unsupported architecture 'gpt2'.*llama"):
+        load_model(str(tmp_path / "gpt2"), device="cpu")
+    with pytest.raises(ValueError, match="not a model directory"):
+        load_model(str(tmp_path), device="cpu")
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present here")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        load_model(None, device="cuda")
+
+
+def test_unsupported_module_wrap():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    with pytest.raises(ValueError, match="unsupported architecture"):
+        from_modules(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))

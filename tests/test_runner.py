@@ -1,0 +1,91 @@
+"""The layer-wise runner and its KV cache against transformers' own forward (tiny models)."""
+import torch
+
+from clasp_core.runner import Runner
+from tests.conftest import tiny_llama
+
+
+def hf_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def test_runner_without_skips_matches_hf_logits():
+    model = tiny_llama(kv_heads=2)
+    ids = [5, 17, 3, 44, 60, 8, 9, 11]
+    runner = Runner(model, capacity=32)
+    prefill = runner.forward(torch.tensor(ids[:5]), 0)
+    steps = [runner.forward(torch.tensor([t]), 5 + n)[-1] for n, t in enumerate(ids[5:])]
+    ours = torch.cat([prefill, torch.stack(steps)])
+    torch.testing.assert_close(ours, hf_logits(model, ids), rtol=1e-4, atol=1e-4)
+    assert runner.length == len(ids)
+
+
+def test_hidden_states_are_raw_layer_outputs():
+    model = tiny_llama()
+    ids = torch.tensor([4, 9, 33, 2])
+    runner = Runner(model, capacity=16)
+    _, hs = runner.forward(ids, 0, hidden=True)
+    with torch.no_grad():
+        ref = model(ids[None], output_hidden_states=True).hidden_states
+    L = model.config.num_hidden_layers
+    assert hs.shape == (L + 1, 4, 64)
+    for i in range(L):  # transformers' last entry is after the final norm: compare the raw ones
+        torch.testing.assert_close(hs[i], ref[i][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.model.norm(hs[L]), ref[L][0], rtol=1e-4, atol=1e-4)
+
+
+def test_skipped_layers_pass_hidden_through_and_write_no_kv():
+    model = tiny_llama()
+    runner = Runner(model, capacity=16)
+    runner.forward(torch.tensor([3, 4, 5]), 0)
+    before = [k[:, :, 3].clone() for k in runner.k]
+    _, hs = runner.forward(torch.tensor([6]), 3, skip={1, 4}, hidden=True)
+    torch.testing.assert_close(hs[2], hs[1])
+    torch.testing.assert_close(hs[5], hs[4])
+    for i in range(len(runner.k)):
+        changed = not torch.equal(before[i], runner.k[i][:, :, 3])
+        assert changed == (i not in {1, 4})
+
+
+def test_rollback_is_as_if_rejected_tokens_were_never_seen():
+    model = tiny_llama()
+    runner = Runner(model, capacity=32)
+    runner.forward(torch.tensor([7, 8, 9]), 0)
+    runner.forward(torch.tensor([10, 11, 12, 13]), 3, skip={2})   # a "draft" that gets rejected
+    runner.forward(torch.tensor([50, 51]), 3)                      # verification of two other tokens
+    runner.rollback(4)                                             # keep only 50
+    after = runner.forward(torch.tensor([60, 61]), 4)
+    fresh = Runner(model, capacity=32)
+    ref = fresh.forward(torch.tensor([7, 8, 9, 50, 60, 61]), 0)[-2:]
+    torch.testing.assert_close(after, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(after, hf_logits(model, [7, 8, 9, 50, 60, 61])[-2:], rtol=1e-4, atol=1e-4)
+
+
+def test_packed_dp_candidates_equal_one_at_a_time():
+    model = tiny_llama(layers=5)
+    runner = Runner(model, capacity=32)
+    runner.forward(torch.tensor([3, 14, 15, 9, 26, 5]), 0)        # prefix; the token at p=5 is cached too
+    p = 5
+    torch.manual_seed(1)
+    cands = torch.randn(4, 64)
+    for layer in (0, 3):
+        packed = runner.layer_candidates(layer, cands, p)
+        single = torch.cat([runner.layer_candidates(layer, cands[c:c + 1], p) for c in range(4)])
+        torch.testing.assert_close(packed, single, rtol=1e-5, atol=1e-5)
+        assert runner.length == p + 1                               # the scratch K/V is not kept
+
+
+def test_dp_candidate_sees_prefix_before_p_and_itself_at_position_p():
+    """Candidate = the token's own embedding at layer 0 -> equals a fresh full run's layer-0 output at p."""
+    model = tiny_llama(layers=3)
+    ids = [3, 14, 15, 9, 26]
+    runner = Runner(model, capacity=32)
+    _, hs = runner.forward(torch.tensor(ids), 0, hidden=True)
+    p = len(ids) - 1
+    out = runner.layer_candidates(0, hs[0, p:p + 1], p)
+    torch.testing.assert_close(out[0], hs[1, p], rtol=1e-5, atol=1e-5)
+    # the cached K/V at slot p still holds the full model's values
+    runner2 = Runner(model, capacity=32)
+    runner2.forward(torch.tensor(ids), 0)
+    torch.testing.assert_close(runner.k[0][:, :, p], runner2.k[0][:, :, p])
