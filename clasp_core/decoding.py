@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from .auto import AutoPolicy, head_share
 from .layer_dp import choose_skip_set
 from .model import LoadedModel
 from .runner import Runner
@@ -204,14 +205,22 @@ class _Run:
         ev, hs = self.prefill(hidden=True)
         yield ev
         pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
-        choice = self.choose_layers(hs[:, -1], pos - 1, 0)
+        policy = AutoPolicy(self.runner.num_layers, cfg.num_skip, cfg.draft_len,
+                            head_share(self.lm.model), prefill=(self.prefill_s, len(self.prompt_ids))) \
+            if cfg.auto else None
+        dp, choice = self.choose_layers(hs[:, -1], pos - 1, 0, policy)
         yield choice
-        skip = frozenset(choice.skip)
-        r = 0
+        r = since_dp = 0
         while (reason := self.finished()) is None:
-            room = cfg.max_new_tokens - len(self.out)            # tokens this round may still add
-            drafted, q_rows, q_x, draft_s = self.draft(pos, skip, min(cfg.draft_len, room - 1))
-            dp_due = (r + 1) % cfg.loi == 0
+            arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip), cfg.det
+            if policy is not None:          # auto: M and K from measured costs; K replaces DET
+                arm, k_max, _ = policy.plan()
+                skip, det = (frozenset(dp.skip_for(arm.M)) if arm else frozenset()), 0.0
+            k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
+            drafted, q_rows, q_x, draft_s, steps = self.draft(pos, skip, k_max, det)
+            since_dp += 1
+            loi = policy.loi(cfg.loi) if policy else cfg.loi
+            dp_due = since_dp >= loi and (policy is None or arm is not None)
             t0 = self.now()
             res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=dp_due)
             logits, hs = res if dp_due else (res, None)
@@ -220,25 +229,32 @@ class _Run:
             self.runner.rollback(pos + acc + 1)                  # keep the accepted, forget the rest
             emitted = self.append(drafted[:acc] + [nxt])
             self.count(len(drafted), acc, draft_s, verify_s)
-            yield Round(index=r, skip=sorted(skip), drafted=drafted, drafted_text=[self.piece(t) for t in drafted],
-                        draft_probs=q_x, target_probs=p_x, accepted=acc, next_token=nxt,
-                        next_text=self.piece(nxt), next_kind=kind, emitted=emitted, draft_s=draft_s,
-                        verify_s=verify_s, start=len(self.out) - len(emitted))
+            if policy is not None:
+                if arm is None:
+                    policy.observe_plain(verify_s)
+                else:
+                    policy.observe_round(arm, len(drafted), acc, steps, draft_s, verify_s)
+            yield Round(index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
+                        drafted_text=[self.piece(t) for t in drafted], draft_probs=q_x, target_probs=p_x,
+                        accepted=acc, next_token=nxt, next_text=self.piece(nxt), next_kind=kind,
+                        emitted=emitted, draft_s=draft_s, verify_s=verify_s, start=len(self.out) - len(emitted))
             pos += acc + 1
             r += 1
             if dp_due and self.finished() is None:
-                choice = self.choose_layers(hs[:, acc], pos - 1, r)
-                skip = frozenset(choice.skip)
+                dp, choice = self.choose_layers(hs[:, acc], pos - 1, r, policy)
+                since_dp = 0
                 yield choice
         yield self.done(reason)
 
-    def draft(self, pos: int, skip: frozenset, k_max: int):
+    def draft(self, pos: int, skip: frozenset, k_max: int, det: float):
         """Up to k_max tokens from the layer-skipping draft; stops when its top-1 prob < DET."""
         cfg = self.cfg
         t0 = self.now()
         drafted, q_rows, q_x = [], [], []
         cur = self.out[-1]
+        steps = 0
         for k in range(max(0, k_max)):
+            steps += 1
             logits = self.runner.forward(self.ids([cur]), pos + k, skip, last_only=True)[-1]
             if self.greedy:
                 q = torch.softmax(logits.float(), -1)
@@ -248,7 +264,7 @@ class _Run:
                 q = warp(logits, cfg.temperature, cfg.top_p)
                 tok = sample(q, self.gen)
                 conf = float(q.max())
-            if conf < cfg.det:
+            if conf < det:
                 break
             drafted.append(tok)
             q_rows.append(q)
@@ -256,7 +272,7 @@ class _Run:
             if tok in self.eos:
                 break
             cur = tok
-        return drafted, q_rows, q_x, self.now() - t0
+        return drafted, q_rows, q_x, self.now() - t0, steps
 
     def verify(self, drafted, q_rows, logits):
         """Accepted count, next token, its kind, and p(x) of each drafted token."""
@@ -292,10 +308,12 @@ class _Run:
         t["draft_s"] += draft_s
         t["verify_s"] += verify_s
 
-    def choose_layers(self, xs: torch.Tensor, p: int, round_index: int) -> LayerChoice:
+    def choose_layers(self, xs: torch.Tensor, p: int, round_index: int, policy=None):
         M = self.cfg.num_skip
         res = choose_skip_set(self.runner, xs, p, M)
         self.totals["dp_s"] += res.seconds
         self.totals["dp_calls"] += 1
-        return LayerChoice(round=round_index, position=p, skip=res.skip, D=res.D, path=res.path,
-                           seconds=res.seconds, num_skip=M)
+        if policy is not None:
+            policy.observe_dp(res.seconds)
+        return res, LayerChoice(round=round_index, position=p, skip=res.skip, D=res.D, path=res.path,
+                                seconds=res.seconds, num_skip=M)

@@ -22,6 +22,11 @@ class DPResult:
     D: list[list[float | None]]     # (L+1) x (M+1)
     path: list[list[int]]           # cells [i, j] from (L, M) down to (0, 0)
     seconds: float
+    skipped_here: list[list[bool]] | None = None   # g(i, j) came from "skip layer i-1"
+
+    def skip_for(self, m: int) -> list[int]:
+        """The best skip set with m <= M layers: the same table, backtracked from (L, m)."""
+        return backtrack(self.skipped_here, len(self.skipped_here) - 1, m)[0]
 
 
 def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
@@ -61,7 +66,7 @@ def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResul
     skip, path = backtrack(skipped_here, L, M)
     if xs.is_cuda:
         torch.cuda.synchronize(xs.device)
-    return DPResult(skip=skip, D=D, path=path, seconds=time.perf_counter() - t0)
+    return DPResult(skip=skip, D=D, path=path, seconds=time.perf_counter() - t0, skipped_here=skipped_here)
 
 
 def backtrack(skipped_here: list[list[bool]], L: int, M: int) -> tuple[list[int], list[list[int]]]:
