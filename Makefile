@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make run` (the app) and `make test` (the suite).
 # Both create .venv and install what they need; nothing has to be installed by hand.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -31,9 +33,35 @@ test: $(STAMP) browser-deps
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not browser" $(PYTEST_ARGS)
 
+PROMPTS ?= ../shared/bench/specbench-dev.jsonl
+BENCH_DIR ?= assets/bench
+
+# CPU tables of BENCHMARKS.md: the Spec-Bench run, the parameter sweeps, their figures.
 bench: $(STAMP)
-	$(PY) -m clasp_core.bench --prompts ../shared/bench/specbench-dev.jsonl \
-	    --max-new-tokens 128 --methods hf,vanilla,clasp --out results.jsonl $(ARGS)
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
+	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-bench.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-bench.txt
+	$(PY) -m clasp_core.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
+	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-sweep.jsonl | tee $(BENCH_DIR)/cpu-sweep.txt
+	$(PY) -m clasp_core.shape_study --shapes smollm2-135m --device cpu --dtype float32 --context 256 \
+	    --out $(BENCH_DIR)/cpu-shapes.json | tee $(BENCH_DIR)/cpu-shapes.txt
+	$(PY) -m ui.bench_figures --bench $(BENCH_DIR)/cpu-bench.jsonl --sweep $(BENCH_DIR)/cpu-sweep.jsonl \
+	    --out $(BENCH_DIR) --prefix cpu
+
+# The GPU tables in one command (fp16): the Spec-Bench run and the shape study.
+# On a CPU it checks itself with: make bench-gpu GPU_DEVICE=cpu GPU_DTYPE=float32 SHAPES=tiny LIMIT=2
+GPU_DEVICE ?= cuda
+GPU_DTYPE ?= float16
+SHAPES ?= llama3-8b,deep-80
+LIMIT ?= 0
+MODEL ?=
+bench-gpu: $(STAMP)
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
+	    --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT)) \
+	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/gpu-bench.jsonl | tee $(BENCH_DIR)/gpu-bench.txt
+	$(PY) -m clasp_core.shape_study --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
+	    --out $(BENCH_DIR)/gpu-shapes.json | tee $(BENCH_DIR)/gpu-shapes.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache results.jsonl

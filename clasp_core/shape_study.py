@@ -1,0 +1,182 @@
+"""Shape study: what a draft step, verification and the layer DP cost on real model shapes.
+
+Random weights (the cost of a layer does not depend on its values), real configs, one device:
+
+    python -m clasp_core.shape_study --shapes llama3-8b,deep-80 --device cuda --dtype float16
+
+For each shape it measures, in ms and relative to one full single-token step:
+a draft step with M = r * L layers skipped (r = 0.25, 0.45, 0.5, 0.6), verification of K+1
+tokens, and one layer-DP run (M = 0.45 L). It then PROJECTS the speedup CLaSp would reach by
+combining these measured costs with the acceptance (tau) the paper reports for the nearest
+model; the projection is labelled as such and is not a measured speedup.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from .layer_dp import choose_skip_set
+from .runner import Runner
+
+SHAPES = {
+    # Llama-3-8B's config
+    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
+    # a deeper model that fits one 80 GB card in fp16: Llama-3-8B's width, 80 layers (~14.7B parameters)
+    "deep-80": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=80, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
+    # SmolLM2-135M's config (the app's default model)
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, rope_theta=100000.0),
+    # for checking the script itself on a CPU
+    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, rope_theta=10000.0),
+}
+# Paper, Table 1 (A800, fp16, Spec-Bench, T=0): tau range per model; the nearest one is used.
+PAPER_TAU = {"llama3-8b": ("LLaMA-3-8B", 3.68, 6.22), "deep-80": ("LLaMA-3-70B", 4.05, 7.19),
+             "smollm2-135m": ("LLaMA-3-8B", 3.68, 6.22), "tiny": ("LLaMA-3-8B", 3.68, 6.22)}
+RATIOS = (0.25, 0.45, 0.5, 0.6)
+
+
+def build(shape: str, device: torch.device, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, tie_word_embeddings=False)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    return model.eval().requires_grad_(False)
+
+
+def timed(fn, device: torch.device, reps: int) -> float:
+    """Median seconds of fn() over reps runs, after two warm-up runs."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K: int, reps: int) -> dict:
+    model = build(shape, device, dtype)
+    runner = Runner(model, capacity=context + K + 64)
+    L = runner.num_layers
+    prompt = torch.randint(0, model.config.vocab_size, (context,), device=device)
+    _, hs = runner.forward(prompt, 0, hidden=True, last_only=True)
+    tok = prompt[-1:]
+    mid = lambda m: set(range((L - m) // 2, (L - m) // 2 + m))   # which layers is irrelevant to cost
+
+    def step(skip=frozenset()):
+        runner.length = context
+        runner.forward(tok, context, skip, last_only=True)
+
+    full = timed(step, device, reps)
+    draft = {r: timed(lambda: step(mid(round(r * L))), device, reps) for r in RATIOS}
+    block = torch.randint(0, model.config.vocab_size, (K + 1,), device=device)
+
+    def verify():
+        runner.length = context
+        runner.forward(block, context)
+
+    ver = timed(verify, device, reps)
+    M = round(0.45 * L)
+    xs = hs[:, -1]
+
+    def dp():
+        runner.length = context
+        choose_skip_set(runner, xs, context - 1, M)
+
+    dp_s = timed(dp, device, max(3, reps // 4))
+    name, tau_lo, tau_hi = PAPER_TAU[shape]
+    rd = draft[0.45] / full
+    rv = ver / full
+    rdp = dp_s / full
+
+    def project(tau: float, loi: int) -> float:
+        # one round: K draft steps + one verification + the DP every LOI rounds, emitting tau tokens
+        return tau / (K * rd + rv + rdp / loi)
+
+    out = dict(shape=shape, layers=L, params_b=sum(p.numel() for p in model.parameters()) / 1e9,
+               device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               dtype=str(dtype).replace("torch.", ""), context=context, K=K,
+               full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
+               draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
+               dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M,
+               projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
+                                    f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
+                               tau=[tau_lo, tau_hi],
+                               speedup_loi1=[project(tau_lo, 1), project(tau_hi, 1)],
+                               speedup_loi32=[project(tau_lo, 32), project(tau_hi, 32)]))
+    del runner, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def table(results: list[dict]) -> str:
+    head = ("| shape | L | device | full step ms | draft/full @ M/L=0.25, 0.45, 0.5, 0.6 | verify K+1 / full "
+            "| DP ms (/full) | projected speedup LOI=1 | LOI=32 |")
+    lines = [head, "|" + "---|" * 9]
+    for r in results:
+        d = ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS)
+        p = r["projection"]
+        lines.append(f"| {r['shape']} ({r['params_b']:.2f}B) | {r['layers']} | {r['gpu']} {r['dtype']} "
+                     f"| {r['full_ms']:.2f} | {d} | {r['verify_rel']:.2f} | {r['dp_ms']:.1f} ({r['dp_rel']:.1f}) "
+                     f"| {p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x "
+                     f"| {p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x |")
+    lines.append("")
+    lines.append("Projected speedups combine the measured costs with the paper's tau range; they are not measured.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clasp_core.shape_study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="llama3-8b,deep-80", help=f"comma list of {', '.join(SHAPES)}")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    ap.add_argument("--context", type=int, default=512, help="tokens already in the cache")
+    ap.add_argument("-K", "--draft-len", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    a = ap.parse_args(argv)
+    from .model import resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(a.device)
+        dtype = resolve_dtype(a.dtype, device)
+    except ValueError as e:
+        raise SystemExit(f"shape_study: {e}") from None
+    shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
+    bad = [s for s in shapes if s not in SHAPES]
+    if bad:
+        raise SystemExit(f"shape_study: unknown shape(s) {bad}; choose from {', '.join(SHAPES)}")
+    torch.manual_seed(0)
+    results = []
+    for s in shapes:
+        print(f"shape {s} …", file=sys.stderr, flush=True)
+        results.append(study(s, device, dtype, a.context, a.draft_len, a.reps))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=1)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
