@@ -129,9 +129,16 @@ class _Run:
         self.greedy = cfg.temperature == 0
         self.gen = None if self.greedy else torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.out: list[int] = []
+        self.paused = 0.0                   # time spent outside the engine, at a yield
         self.totals = dict(rounds=0, drafted=0, accepted=0, draft_s=0.0, verify_s=0.0, dp_s=0.0, dp_calls=0)
 
     # clocks and text
+    def emit(self, event: Event) -> Iterator[Event]:
+        """Yield one event; the consumer's time before it asks for the next is not the engine's."""
+        t0 = time.perf_counter()
+        yield event
+        self.paused += time.perf_counter() - t0
+
     def now(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -176,7 +183,7 @@ class _Run:
         return ev, hs
 
     def done(self, reason: str) -> Done:
-        wall = self.now() - self.t_start
+        wall = self.now() - self.t_start - self.paused
         t = self.totals
         n = len(self.out)
         tok = self.lm.tokenizer
@@ -189,27 +196,28 @@ class _Run:
     # vanilla: one full forward per token
     def vanilla(self) -> Iterator[Event]:
         ev, _ = self.prefill(hidden=False)
-        yield ev
+        yield from self.emit(ev)
         pos = len(self.prompt_ids)
         while (reason := self.finished()) is None:
             t0 = self.now()
             tok = self.pick(self.runner.forward(self.ids(self.out[-1:]), pos, last_only=True))
             self.out.append(tok)
             pos += 1
-            yield Step(index=len(self.out) - 1, token=tok, text=self.piece(tok), seconds=self.now() - t0)
+            yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.piece(tok),
+                                      seconds=self.now() - t0))
         yield self.done(reason)
 
     # CLaSp: draft with the skip set, verify with the full model, re-choose the skip set
     def clasp(self) -> Iterator[Event]:
         cfg = self.cfg
         ev, hs = self.prefill(hidden=True)
-        yield ev
+        yield from self.emit(ev)
         pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
         policy = AutoPolicy(self.runner.num_layers, cfg.num_skip, cfg.draft_len,
                             head_share(self.lm.model), prefill=(self.prefill_s, len(self.prompt_ids))) \
             if cfg.auto else None
         dp, choice = self.choose_layers(hs[:, -1], pos - 1, 0, policy)
-        yield choice
+        yield from self.emit(choice)
         r = since_dp = 0
         while (reason := self.finished()) is None:
             arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip), cfg.det
@@ -234,16 +242,16 @@ class _Run:
                     policy.observe_plain(verify_s)
                 else:
                     policy.observe_round(arm, len(drafted), acc, steps, draft_s, verify_s)
-            yield Round(index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
+            yield from self.emit(Round(index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
                         drafted_text=[self.piece(t) for t in drafted], draft_probs=q_x, target_probs=p_x,
                         accepted=acc, next_token=nxt, next_text=self.piece(nxt), next_kind=kind,
-                        emitted=emitted, draft_s=draft_s, verify_s=verify_s, start=len(self.out) - len(emitted))
+                        emitted=emitted, draft_s=draft_s, verify_s=verify_s, start=len(self.out) - len(emitted)))
             pos += acc + 1
             r += 1
             if dp_due and self.finished() is None:
                 dp, choice = self.choose_layers(hs[:, acc], pos - 1, r, policy)
                 since_dp = 0
-                yield choice
+                yield from self.emit(choice)
         yield self.done(reason)
 
     def draft(self, pos: int, skip: frozenset, k_max: int, det: float):

@@ -1,0 +1,68 @@
+"""The app end to end: launched on a local port, driven through gradio_client on the embedded model."""
+import socket
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from clasp_core import trace
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    import app
+
+    demo = app.build()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        demo.close()
+
+
+def run(client, prompt, M=8, K=4, det=0.3, loi=2, temperature=0.0, max_new=16, auto=False):
+    return client.predict(prompt, "", M, K, det, loi, temperature, 1.0, 0, max_new, auto, api_name="/run")
+
+
+def test_run_streams_every_view_and_a_trace(client):
+    out = run(client, "Name three colours.")
+    status, tokens, tokens_vanilla, layer_map, choice, dp, timing, timeline, table, step, explain, pers, hist, \
+        trace_path = out
+    assert status.startswith("Done.") and "L = 30" in status
+    assert 'class="tok ' in tokens and 'class="tok ' in tokens_vanilla
+    assert "lossless-ok" in timing and "speedup" in timing
+    assert table["headers"][:3] == ["round", "drafted", "accepted"] and len(table["data"]) >= 1
+    assert explain.startswith("**Round")
+    events = trace.read_trace(trace_path)
+    done = {e.method: e for e in events if isinstance(e, trace.Done)}
+    assert set(done) == {"clasp", "vanilla"} and done["clasp"].output_ids == done["vanilla"].output_ids
+    assert done["clasp"].new_tokens <= 16
+    assert any(isinstance(e, trace.LayerChoice) and len(e.skip) == 8 for e in events)
+
+
+def test_bad_input_shows_an_error_and_the_next_run_works(client):
+    with pytest.raises(AppError, match="empty"):
+        run(client, "   ")
+    with pytest.raises(AppError, match="M \\(layers to skip\\) must be between 0 and 29"):
+        run(client, "Hello", M=30)
+    with pytest.raises(AppError, match="greater than maximum"):   # the slider's own bound check
+        run(client, "Hello", det=1.5)
+    with pytest.raises(AppError, match="not found"):
+        client.predict("Hi", "/no/such/model", 8, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
+    assert run(client, "Say hi.", max_new=8)[0].startswith("Done.")
+
+
+def test_auto_run_and_trace_replay(client):
+    out = run(client, "What is 2 + 2?", auto=True, max_new=12)
+    assert out[0].startswith("Done.") and "lossless-ok" in out[6]
+    replay = client.predict(handle_file(out[13]), api_name="/replay")
+    assert replay[0].startswith("Replaying") and replay[1] == out[1]

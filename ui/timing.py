@@ -1,0 +1,99 @@
+"""CLaSp against vanilla, measured side by side: numbers, the lossless check, a two-lane timeline."""
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+
+from .palette import BONUS, DP, PLAIN, VANILLA
+from .state import RunView
+
+SEGMENT_COLOURS = {"prefill": PLAIN, "layer DP": DP, "draft": BONUS, "verify": "#2e9d5b", "step": VANILLA}
+
+
+def segments(view: RunView) -> list[tuple[str, float, float]]:
+    """(kind, start s, length s) in the order the engine spent the time."""
+    out, t = [], 0.0
+    if view.prefill is None:
+        return out
+
+    def put(kind, s):
+        nonlocal t
+        out.append((kind, t, s))
+        t += s
+
+    put("prefill", view.prefill.seconds)
+    # replay in event order: the initial choice, then rounds, each followed by the choice it triggered
+    choices = {c.round: c for c in view.choices}
+    if 0 in choices:
+        put("layer DP", choices[0].seconds)
+    for r in view.rounds:
+        if r.draft_s > 0:
+            put("draft", r.draft_s)
+        put("verify", r.verify_s)
+        if r.index + 1 in choices:
+            put("layer DP", choices[r.index + 1].seconds)
+    for s in view.steps:
+        put("step", s.seconds)
+    return out
+
+
+def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> go.Figure:
+    fig = go.Figure()
+    lanes = [("CLaSp", clasp), ("vanilla", vanilla)]
+    seen = set()
+    for lane, view in lanes:
+        if view is None:
+            continue
+        by_kind: dict[str, tuple[list, list]] = {}
+        for kind, start, length in segments(view):
+            b, w = by_kind.setdefault(kind, ([], []))
+            b.append(start)
+            w.append(length)
+        for kind, (b, w) in by_kind.items():
+            fig.add_trace(go.Bar(y=[lane] * len(b), x=w, base=b, orientation="h", name=kind,
+                                 marker=dict(color=SEGMENT_COLOURS[kind], line=dict(width=0.5, color="white")),
+                                 showlegend=kind not in seen, legendgroup=kind,
+                                 hovertemplate=f"{kind}: %{{x:.4f}} s at %{{base:.3f}} s<extra>{lane}</extra>"))
+            seen.add(kind)
+    fig.update_layout(barmode="overlay", title="Where the time went", xaxis_title="seconds", template="plotly_white",
+                      height=260, margin=dict(l=70, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.35))
+    return fig
+
+
+def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str, str]:
+    """('ok' | 'mismatch' | 'sampled' | 'pending', message)."""
+    if not (clasp and clasp.done and vanilla and vanilla.done):
+        return "pending", "Lossless check: waiting for both runs."
+    if clasp.prefill.params.get("temperature", 0) > 0:
+        return "sampled", ("Temperature > 0: outputs are samples, so they may differ; CLaSp keeps the target "
+                           "distribution (speculative sampling), which a single run cannot show.")
+    a, b = clasp.done.output_ids, vanilla.done.output_ids
+    if a == b:
+        return "ok", f"Lossless: CLaSp's {len(a)} tokens are identical to vanilla greedy decoding."
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return "mismatch", f"Warning: CLaSp and vanilla differ from token {first} on."
+
+
+def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
+    def cell(view, f):
+        return f(view.done) if view and view.done else "…"
+
+    c, v = clasp, vanilla
+    speed = "…"
+    if c and c.done and v and v.done and v.done.tokens_per_s > 0:
+        speed = f"{c.done.tokens_per_s / v.done.tokens_per_s:.2f}×"
+    rows = [
+        ("total time", lambda d: f"{d.wall_s:.2f} s"),
+        ("new tokens", lambda d: f"{d.new_tokens}"),
+        ("tokens / s", lambda d: f"{d.tokens_per_s:.1f}"),
+        ("τ (tokens per round)", lambda d: f"{d.tau:.2f}" if d.rounds else "–"),
+        ("drafted / accepted", lambda d: f"{d.drafted} / {d.accepted}" if d.rounds else "–"),
+        ("layer DP share", lambda d: f"{100 * d.dp_s / d.wall_s:.1f}% ({d.dp_calls} run{'s' if d.dp_calls > 1 else ''})" if d.dp_calls else "–"),
+    ]
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{cell(c, f)}</td><td>{cell(v, f)}</td></tr>"
+                   for name, f in rows)
+    state, msg = lossless_state(c, v)
+    return (f'<div class="timing"><div class="speedup">speedup <b>{speed}</b></div>'
+            f'<table class="timing-table"><tr><th></th><th>CLaSp</th><th>vanilla</th></tr>{body}</table>'
+            f'<div class="lossless lossless-{state}">{html.escape(msg)}</div></div>')

@@ -1,0 +1,46 @@
+"""The token stream: every output token coloured by what it was, details on hover."""
+from __future__ import annotations
+
+import html
+
+from .palette import KIND_COLOURS, KIND_LABELS
+from .state import RunView, Token
+
+
+def _title(t: Token) -> str:
+    parts = [KIND_LABELS[t.kind]]
+    parts.append("prefill" if t.round is None else f"round {t.round}")
+    if t.prob is not None:
+        parts.append(f"draft q(x) = {t.prob:.3f}")
+    if t.target is not None:
+        parts.append(f"full p(x) = {t.target:.3f}")
+    if t.skip:
+        parts.append(f"skipped layers: {', '.join(map(str, t.skip))}")
+    return " | ".join(parts)
+
+
+def _visible(text: str) -> str:
+    return html.escape(text).replace("\n", "↵<br>") or "∅"
+
+
+def token_spans(tokens: list[Token], highlight_round: int | None = None) -> str:
+    spans = []
+    for t in tokens:
+        cls = f"tok tok-{t.kind}" + (" tok-current" if highlight_round is not None and t.round == highlight_round else "")
+        spans.append(f'<span class="{cls}" data-kind="{t.kind}" data-round="{"" if t.round is None else t.round}" '
+                     f'title="{html.escape(_title(t), quote=True)}">{_visible(t.text)}</span>')
+    return "".join(spans)
+
+
+def legend_html() -> str:
+    items = "".join(f'<span class="legend-item"><span class="swatch" style="background:{KIND_COLOURS[k]}"></span>'
+                    f"{KIND_LABELS[k]}</span>" for k in KIND_COLOURS)
+    return f'<div class="legend">{items}</div>'
+
+
+def token_html(view: RunView | None, highlight_round: int | None = None, legend: bool = True) -> str:
+    head = legend_html() if legend else ""
+    if view is None or view.prefill is None:
+        return f'{head}<div class="tokens tokens-empty">The output appears here, token by token.</div>'
+    body = token_spans(view.tokens(), highlight_round)
+    return f'{head}<div class="tokens" data-method="{view.method}">{body}</div>'
