@@ -57,7 +57,8 @@ def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> go.Figure
                                  hovertemplate=f"{kind}: %{{x:.4f}} s at %{{base:.3f}} s<extra>{lane}</extra>"))
             seen.add(kind)
     fig.update_layout(barmode="overlay", title="Where the time went", xaxis_title="seconds", template="plotly_white",
-                      height=260, margin=dict(l=70, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.35))
+                      height=260, margin=dict(l=70, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
 

@@ -1,0 +1,141 @@
+"""The page in a real browser: Debian's Chromium opens the app, runs an example, and a screenshot is saved."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "assets" / "screenshot.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the app did not start listening within 120 s")
+    if proc.poll() is not None:
+        log.seek(0)
+        pytest.fail(f"the app exited: {log.read().decode()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail("Debian's chromium and chromium-driver are needed (make test installs them with apt-get)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(driver), options=opts)
+    yield d
+    d.quit()
+
+
+def wait_for(d, cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def click_tab(d, name):
+    from selenium.webdriver.common.by import By
+    for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]"):
+        if b.text.strip() == name:
+            b.click()
+            return
+    pytest.fail(f"no tab {name!r}")
+
+
+def set_number(d, container_id_text, value):
+    """Type into the number box of the slider whose label contains the text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    for block in d.find_elements(By.CSS_SELECTOR, "#controls .block"):
+        if container_id_text in block.text:
+            box = block.find_element(By.CSS_SELECTOR, "input[type=number]")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(str(value), Keys.TAB)
+            return
+    pytest.fail(f"no control labelled {container_id_text!r}")
+
+
+def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(server)
+    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    # pick the translation example, and watch CLaSp draft (auto off, a lower DET, fewer tokens)
+    example = next(b for b in d.find_elements(By.CSS_SELECTOR, "button, td, .example")
+                   if b.text.strip() == "translation")
+    example.click()
+    wait_for(d, lambda: "German" in d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value"),
+             20, "the example prompt")
+    d.find_element(By.CSS_SELECTOR, "#controls input[type=checkbox]").click()
+    set_number(d, "DET", 0.3)
+    set_number(d, "max new tokens", 48)
+    set_number(d, "LOI", 4)
+    d.find_element(By.ID, "run-btn").click()
+    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Done."), 240, "the run to finish")
+
+    spans = d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok")
+    assert len(spans) >= 20
+    kinds = {s.get_attribute("data-kind") for s in spans}
+    assert "accepted" in kinds or "bonus" in kinds
+    assert d.find_elements(By.CSS_SELECTOR, "#tokens-vanilla .tok")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    d.save_screenshot(str(SCREENSHOT))
+
+    click_tab(d, "Layers")
+    wait_for(d, lambda: d.find_element(By.CSS_SELECTOR, "#layer-map .js-plotly-plot").is_displayed(), 30,
+             "the layer map")
+    assert "Skipped layers per round" in d.find_element(By.ID, "layer-map").text
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-layers.png")))
+    click_tab(d, "Timing")
+    wait_for(d, lambda: "Lossless" in d.find_element(By.ID, "timing").text, 30, "the timing panel")
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-timing.png")))
+    assert os.path.getsize(SCREENSHOT) > 10_000
