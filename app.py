@@ -22,7 +22,7 @@ from ui.layer_map import layer_map_figure
 from ui.rounds import rounds_dataframe
 from ui.state import RunView, build_view, views_by_method
 from ui.teaching import explain_round
-from ui.timing import timeline_figure, timing_html
+from ui.timing import summary_html, timeline_figure, timing_html
 from ui.tokens import token_html
 
 ASSETS = Path(__file__).parent / "assets"
@@ -65,7 +65,7 @@ def render(events: list, status: str, current: int | None = None) -> tuple:
     labels = [choice_label(c) for c in choices]
     return (
         status,
-        token_html(clasp, highlight_round=cur if current is not None else None),
+        summary_html(clasp, vanilla) + token_html(clasp, highlight_round=cur if current is not None else None),
         token_html(vanilla, legend=False),
         layer_map_figure(clasp, current=cur if n_rounds else None),
         gr.update(choices=labels, value=labels[-1] if labels else None),
@@ -151,15 +151,17 @@ def load_trace(file):
 
 def step_to(events, index):
     views = views_by_method(events or [])
-    clasp = views.get("clasp")
+    clasp, vanilla = views.get("clasp"), views.get("vanilla")
     i = int(index or 0)
-    return token_html(clasp, highlight_round=i), layer_map_figure(clasp, current=i), explain_round(clasp, i)
+    return (summary_html(clasp, vanilla) + token_html(clasp, highlight_round=i), layer_map_figure(clasp, current=i),
+            explain_round(clasp, i))
 
 
 def step_by(events, index, delta):
     views = views_by_method(events or [])
     n = len(views["clasp"].rounds) if "clasp" in views else 0
-    return gr.update(value=max(0, min(n - 1, int(index or 0) + delta)))
+    i = max(0, min(n - 1, int(index or 0) + delta))
+    return (gr.update(value=i), *step_to(events, i))
 
 
 def pick_choice(events, label):
@@ -261,10 +263,10 @@ def build(default_model: str | None = None) -> gr.Blocks:
         prompt.submit(run, inputs, views + [download, events_state], api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, views + [download, events_state], api_name="replay")
-        step.release(step_to, [events_state, step], [tokens, layer_map, explanation], api_name=False)
-        step.change(step_to, [events_state, step], [tokens, layer_map, explanation], api_name=False)
-        prev_btn.click(lambda ev, i: step_by(ev, i, -1), [events_state, step], step, api_name=False)
-        next_btn.click(lambda ev, i: step_by(ev, i, +1), [events_state, step], step, api_name=False)
+        stepped = [tokens, layer_map, explanation]
+        step.release(step_to, [events_state, step], stepped, api_name=False)
+        prev_btn.click(lambda ev, i: step_by(ev, i, -1), [events_state, step], [step] + stepped, api_name=False)
+        next_btn.click(lambda ev, i: step_by(ev, i, +1), [events_state, step], [step] + stepped, api_name=False)
         choice.input(pick_choice, [events_state, choice], dp_plot, api_name=False)
     demo.queue(default_concurrency_limit=1)
     return demo

@@ -138,4 +138,11 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     click_tab(d, "Timing")
     wait_for(d, lambda: "Lossless" in d.find_element(By.ID, "timing").text, 30, "the timing panel")
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-timing.png")))
+    click_tab(d, "Teach")
+    explanation = d.find_element(By.ID, "explanation")
+    wait_for(d, lambda: explanation.text.startswith("Round"), 30, "the step-through explanation")
+    before = explanation.text
+    next(b for b in d.find_elements(By.TAG_NAME, "button") if "previous" in b.text).click()
+    wait_for(d, lambda: explanation.text != before and explanation.text.startswith("Round"), 30, "the previous round")
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-teach.png")))
     assert os.path.getsize(SCREENSHOT) > 10_000

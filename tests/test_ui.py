@@ -11,7 +11,7 @@ from ui.layer_map import layer_map_figure, skip_matrix
 from ui.rounds import rounds_dataframe
 from ui.state import build_view, views_by_method
 from ui.teaching import explain_round
-from ui.timing import lossless_state, segments, timeline_figure, timing_html
+from ui.timing import lossless_state, segments, summary_html, timeline_figure, timing_html
 from ui.tokens import token_html
 
 TRACE = Path(__file__).resolve().parents[1] / "assets" / "example-trace.jsonl"
@@ -84,6 +84,8 @@ def test_timing_numbers_and_lossless_mark(views):
     expected = c.prefill.seconds + sum(x.seconds for x in c.choices) + sum(r.draft_s + r.verify_s for r in c.rounds)
     assert total == pytest.approx(expected)
     assert {k for k, _, _ in segs} == {"prefill", "layer DP", "draft", "verify"}
+    line = summary_html(c, v)
+    assert "lossless-ok" in line and f"{c.done.tau:.2f}" in line
     lanes = {d.y[0] for d in timeline_figure(c, v).data}
     assert lanes == {"CLaSp", "vanilla"}
 

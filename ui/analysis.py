@@ -29,7 +29,7 @@ def persistence_figure(view: RunView | None) -> go.Figure:
     if data:
         fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
                                  line=dict(color=SKIPPED), name="Jaccard"))
-    fig.update_layout(title="Sparse persistence: skip-set similarity vs round distance", xaxis_title="rounds apart",
+    fig.update_layout(title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
                       yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], template="plotly_white", height=320,
                       margin=dict(l=50, r=20, t=50, b=40))
     return fig

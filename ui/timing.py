@@ -98,3 +98,19 @@ def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     return (f'<div class="timing"><div class="speedup">speedup <b>{speed}</b></div>'
             f'<table class="timing-table"><tr><th></th><th>CLaSp</th><th>vanilla</th></tr>{body}</table>'
             f'<div class="lossless lossless-{state}">{html.escape(msg)}</div></div>')
+
+
+def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
+    """One line for the token view: both speeds, the speedup, tau and the lossless mark."""
+    if not (clasp and clasp.done):
+        return ""
+    c = clasp.done
+    parts = [f"CLaSp <b>{c.tokens_per_s:.1f}</b> tok/s", f"τ <b>{c.tau:.2f}</b>" if c.rounds else ""]
+    if vanilla and vanilla.done and vanilla.done.tokens_per_s > 0:
+        v = vanilla.done
+        parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s", f"speedup <b>{c.tokens_per_s / v.tokens_per_s:.2f}×</b>"]
+    state, msg = lossless_state(clasp, vanilla)
+    mark = {"ok": "lossless", "mismatch": "outputs differ", "sampled": "sampled", "pending": ""}[state]
+    badge = f' <span class="lossless lossless-{state} badge" title="{html.escape(msg, quote=True)}">{mark}</span>' \
+        if mark else ""
+    return '<div class="summary">' + " · ".join(p for p in parts if p) + badge + "</div>"
