@@ -1,4 +1,5 @@
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -50,3 +51,9 @@ def bench_prompts(per_task: int = 1) -> list[dict]:
             seen[r["category"]] = seen.get(r["category"], 0) + 1
             out.append(r)
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

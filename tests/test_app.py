@@ -1,19 +1,12 @@
 """The app end to end: launched on a local port, driven through gradio_client on the embedded model."""
-import socket
-
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clasp_core import trace
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """The layer-wise runner and its KV cache against transformers' own forward (tiny models)."""
+import pytest
 import torch
 
 from clasp_core.runner import Runner
@@ -89,3 +90,29 @@ def test_dp_candidate_sees_prefix_before_p_and_itself_at_position_p():
     runner2 = Runner(model, capacity=32)
     runner2.forward(torch.tensor(ids), 0)
     torch.testing.assert_close(runner.k[0][:, :, p], runner2.k[0][:, :, p])
+
+
+def tiny_of(kind: str):
+    """Small random models of the other supported architectures."""
+    import transformers as tf
+
+    common = dict(vocab_size=101, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    if kind == "qwen2":
+        return tf.Qwen2ForCausalLM(tf.Qwen2Config(**common)).eval()        # q/k/v projections with bias
+    if kind == "qwen3":
+        return tf.Qwen3ForCausalLM(tf.Qwen3Config(head_dim=16, **common)).eval()   # per-head q/k norms
+    if kind == "mistral":
+        return tf.MistralForCausalLM(tf.MistralConfig(sliding_window=None, **common)).eval()
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
+def test_other_llama_family_architectures_match_hf(kind):
+    model = tiny_of(kind)
+    ids = [5, 17, 3, 44, 60, 8, 9]
+    runner = Runner(model, capacity=32)
+    prefill = runner.forward(torch.tensor(ids[:4]), 0)
+    steps = [runner.forward(torch.tensor([t]), 4 + n)[-1] for n, t in enumerate(ids[4:])]
+    torch.testing.assert_close(torch.cat([prefill, torch.stack(steps)]), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
