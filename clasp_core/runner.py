@@ -32,6 +32,8 @@ class Runner:
         self.hidden = cfg.hidden_size
         p = self.embed.weight
         self.device, self.dtype = p.device, p.dtype
+        self.layer_devices = [layer_device(l, self.device) for l in self.layers]
+        self.spread = len(set(self.layer_devices)) > 1      # split over GPUs by an accelerate device_map
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         self.capacity = 0
@@ -46,7 +48,7 @@ class Runner:
         if capacity <= self.capacity:
             return
         shape = (1, self.n_kv, capacity, self.head_dim)
-        self.k = [torch.zeros(shape, device=layer_device(l, self.device), dtype=self.dtype) for l in self.layers]
+        self.k = [torch.zeros(shape, device=d, dtype=self.dtype) for d in self.layer_devices]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.capacity = capacity
 
@@ -73,18 +75,23 @@ class Runner:
         x = self.embed(ids)[None]
         pos = torch.arange(start, end, device=x.device)[None]
         cos, sin = self.rotary(x, pos)
-        mask = None
-        if T > 1:  # causal within the block, everything before it visible
+        mask = None                  # one new token sees everything: no mask
+        if T > 1 and start > 0:      # a block after a prefix: causal within it, the prefix visible
             cols = torch.arange(end, device=x.device)
             mask = cols[None, :] <= (pos[0, :, None])
         hs = [x[0]] if hidden else None
         for i, layer in enumerate(self.layers):
             if i not in skip:
+                if self.spread and x.device != self.layer_devices[i]:
+                    x, cos, sin, mask = move(self.layer_devices[i], x, cos, sin, mask)
                 x = self._layer(i, layer, x, cos, sin, start, end, mask)
             if hidden:
                 hs.append(x[0])
         self.length = end
         y = x[:, -1:] if last_only else x
+        if self.spread:
+            y = y.to(self.norm.weight.device)
+            hs = [h.to(self.device) for h in hs] if hidden else hs
         logits = self.lm_head(self.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits
 
@@ -103,8 +110,9 @@ class Runner:
         q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
         self.k[i][:, :, start:end] = k
         self.v[i][:, :, start:end] = v
+        causal = mask is None and start == 0 and end > 1     # a prompt from position 0: the fused causal kernel
         o = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask,
-                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
+                                           is_causal=causal, scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
         x = x + att.o_proj(o.transpose(1, 2).reshape(1, x.shape[1], -1))
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
@@ -122,7 +130,7 @@ class Runner:
         if p + 1 + C > self.capacity:
             raise ValueError("cache too small for the layer DP's candidates")
         layer, att = self.layers[i], self.layers[i].self_attn
-        x = cand[None]
+        x = cand[None].to(self.layer_devices[i]) if self.spread else cand[None]
         cos, sin = self.rotary(x, torch.full((1, C), p, device=x.device))
         q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
         lo, hi = p + 1, p + 1 + C
@@ -134,7 +142,12 @@ class Runner:
         o = F.scaled_dot_product_attention(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], attn_mask=mask,
                                            scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
         x = x + att.o_proj(o.transpose(1, 2).reshape(1, C, -1))
-        return (x + layer.mlp(layer.post_attention_layernorm(x)))[0]
+        out = (x + layer.mlp(layer.post_attention_layernorm(x)))[0]
+        return out.to(self.device) if self.spread else out
+
+
+def move(device: torch.device, *tensors):
+    return tuple(t if t is None else t.to(device) for t in tensors)
 
 
 def layer_device(layer: torch.nn.Module, default: torch.device) -> torch.device:
