@@ -8,14 +8,19 @@ only decides which layers run, where K/V go and who may attend to whom.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
+from .fastpath import BUCKETS, StaticSteps, bucket_for
+
 
 class Runner:
-    def __init__(self, model: torch.nn.Module, capacity: int = 0):
+    def __init__(self, model: torch.nn.Module, capacity: int = 0, static: bool | None = None):
+        """static: run short blocks (decode, draft, verify) on the static-shape path, with per-layer
+        CUDA graphs on a GPU. None = on when the model is on CUDA (CLASP_CUDA_GRAPHS=0 turns it off)."""
         cfg = model.config
         core = model.model
         self.config = cfg
@@ -38,6 +43,10 @@ class Runner:
         self.v: list[torch.Tensor] = []
         self.capacity = 0
         self.length = 0          # number of valid (verified, full-model) cache slots
+        if static is None:
+            static = self.device.type == "cuda" and os.environ.get("CLASP_CUDA_GRAPHS", "1") != "0"
+        self.static = static and not self.spread
+        self.fast: StaticSteps | None = None
         if capacity:
             self.allocate(capacity)
 
@@ -47,10 +56,20 @@ class Runner:
         self.length = 0
         if capacity <= self.capacity:
             return
+        if self.static:  # static buffers span the whole cache: leave room for padded blocks, round up
+            capacity = -(-(capacity + BUCKETS[-1]) // 256) * 256
         shape = (1, self.n_kv, capacity, self.head_dim)
         self.k = [torch.zeros(shape, device=d, dtype=self.dtype) for d in self.layer_devices]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.capacity = capacity
+        if self.static:  # graphs hold the old cache tensors: start afresh
+            self.fast = StaticSteps(self, use_graphs=True)
+
+    def prepare(self, max_tokens: int) -> float:
+        """Capture the CUDA graphs for blocks of up to max_tokens now, outside any timed run.
+
+        Returns the seconds spent capturing (0 where graphs are not used)."""
+        return self.fast.capture_all(max_tokens) if self.fast is not None else 0.0
 
     def rollback(self, length: int) -> None:
         """Forget every slot from ``length`` on (free: nothing is copied)."""
@@ -72,6 +91,10 @@ class Runner:
         end = start + T
         if end > self.capacity:
             raise ValueError(f"context of {end} tokens exceeds the cache ({self.capacity})")
+        if self.fast is not None and start > 0 and bucket_for(T) is not None:
+            out = self.fast.forward(ids, start, skip, hidden, last_only)
+            self.length = end
+            return out
         x = self.embed(ids)[None]
         pos = torch.arange(start, end, device=x.device)[None]
         cos, sin = self.rotary(x, pos)

@@ -75,6 +75,7 @@ def timed(fn, device: torch.device, reps: int) -> float:
 def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K: int, reps: int) -> dict:
     model = build(shape, device, dtype)
     runner = Runner(model, capacity=context + K + 64)
+    capture_s = runner.prepare(K + 1)              # CUDA graphs (GPU only), outside every timing
     L = runner.num_layers
     prompt = torch.randint(0, model.config.vocab_size, (context,), device=device)
     _, hs = runner.forward(prompt, 0, hidden=True, last_only=True)
@@ -116,7 +117,7 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
                dtype=str(dtype).replace("torch.", ""), context=context, K=K,
                full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
                draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
-               dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M,
+               dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
                projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
                                     f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
                                tau=[tau_lo, tau_hi],
