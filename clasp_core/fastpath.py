@@ -88,6 +88,7 @@ class StaticSteps:
         g.replay()
 
     # ---- capture -------------------------------------------------------------------------
+    @torch.inference_mode()
     def capture(self, i: int, T: int) -> torch.cuda.CUDAGraph:
         t0 = time.perf_counter()
         b = self.buffers(T)
@@ -113,6 +114,7 @@ class StaticSteps:
         self.capture_s += time.perf_counter() - t0
         return g
 
+    @torch.inference_mode()
     def capture_all(self, max_T: int) -> float:
         """Capture every (layer, bucket) needed for up to max_T tokens; returns the seconds spent."""
         if not self.use_graphs:
