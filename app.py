@@ -103,24 +103,26 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
            None, events)
     try:
         lm = get_model(model, ARGS.device)
-        streams = [generate(lm, prompt, cfg, "clasp", _stop), None]
+        first = generate(lm, prompt, cfg, "clasp", _stop)       # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
         raise gr.Error(f"{type(e).__name__}: {e}") from None
     where = f"{lm.name} · L = {lm.num_layers} · {lm.device} {lm.dtype}"
     last = 0.0
-    for phase, method in enumerate(("clasp", "vanilla")):
-        if phase == 1:
-            if _stop.is_set():
+    try:
+        for method in ("clasp", "vanilla"):
+            if method == "vanilla" and _stop.is_set():
                 break
-            streams[1] = generate(lm, prompt, cfg, "vanilla", _stop)
-        for e in streams[phase]:
-            events.append(e)
-            now = time.perf_counter()
-            if now - last >= SNAPSHOT_S:
-                last = now
-                yield (*render(events, f"Decoding with {method}… ({where})"), None, events)
+            stream = first if method == "clasp" else generate(lm, prompt, cfg, "vanilla", _stop)
+            for e in stream:
+                events.append(e)
+                now = time.perf_counter()
+                if now - last >= SNAPSHOT_S:
+                    last = now
+                    yield (*render(events, f"Decoding with {method}… ({where})"), None, events)
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory mid-run: say so, keep the app usable
+        raise gr.Error(f"The run failed: {type(e).__name__}: {e}") from None
     done = [e for e in events if isinstance(e, trace.Done)]
     stopped = any(d.stop_reason == "stopped" for d in done)
     status = ("Stopped." if stopped else "Done.") + f" ({where})"

@@ -90,8 +90,12 @@ class AutoPolicy:
             self.beta = min(1.0, max(0.02, (pre_s / seconds - 1.0) / (n - 1)))
         self.c1 = seconds if self.c1 is None else 0.8 * self.c1 + 0.2 * seconds
 
-    def observe_round(self, arm: Arm, drafted: int, accepted: int, draft_steps: int, draft_s: float,
-                      verify_s: float) -> None:
+    def observe(self, arm: Arm | None, drafted: int, accepted: int, draft_steps: int, draft_s: float,
+                verify_s: float) -> None:
+        """What one round cost and how many drafts survived (arm None: a plain step)."""
+        if arm is None:
+            self.observe_plain(verify_s)
+            return
         arm.accepted += accepted
         arm.trials += accepted + (1 if accepted < drafted else 0)
         if self.c1 and draft_steps:

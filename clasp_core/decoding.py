@@ -224,15 +224,10 @@ class _Run:
         yield from self.emit(choice)
         r = since_dp = 0
         while (reason := self.finished()) is None:
-            arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip), cfg.det
-            if policy is not None:          # auto: M and K from measured costs; K replaces DET
-                arm, k_max, _ = policy.plan()
-                skip, det = (frozenset(dp.skip_for(arm.M)) if arm else frozenset()), 0.0
-            k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
+            arm, k_max, skip, det = self.plan(policy, dp)
             drafted, q_rows, q_x, draft_s, steps = self.draft(pos, skip, k_max, det)
             since_dp += 1
-            loi = policy.loi(cfg.loi) if policy else cfg.loi
-            dp_due = since_dp >= loi and (policy is None or arm is not None)
+            dp_due = since_dp >= (policy.loi(cfg.loi) if policy else cfg.loi) and (policy is None or arm is not None)
             t0 = self.now()
             res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=dp_due)
             logits, hs = res if dp_due else (res, None)
@@ -242,14 +237,12 @@ class _Run:
             emitted = self.append(drafted[:acc] + [nxt])
             self.count(len(drafted), acc, draft_s, verify_s)
             if policy is not None:
-                if arm is None:
-                    policy.observe_plain(verify_s)
-                else:
-                    policy.observe_round(arm, len(drafted), acc, steps, draft_s, verify_s)
-            yield from self.emit(Round(index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
-                        drafted_text=[self.piece(t) for t in drafted], draft_probs=q_x, target_probs=p_x,
-                        accepted=acc, next_token=nxt, next_text=self.piece(nxt), next_kind=kind,
-                        emitted=emitted, draft_s=draft_s, verify_s=verify_s, start=len(self.out) - len(emitted)))
+                policy.observe(arm, len(drafted), acc, steps, draft_s, verify_s)
+            yield from self.emit(Round(
+                index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
+                drafted_text=[self.piece(t) for t in drafted], draft_probs=q_x, target_probs=p_x, accepted=acc,
+                next_token=nxt, next_text=self.piece(nxt), next_kind=kind, emitted=emitted, draft_s=draft_s,
+                verify_s=verify_s, start=len(self.out) - len(emitted)))
             pos += acc + 1
             r += 1
             if dp_due and self.finished() is None:
@@ -257,6 +250,15 @@ class _Run:
                 since_dp = 0
                 yield from self.emit(choice)
         yield self.done(reason)
+
+    def plan(self, policy, dp):
+        """(auto arm or None, K for this round, skip set, DET) — fixed settings unless auto."""
+        cfg = self.cfg
+        arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip), cfg.det
+        if policy is not None:              # auto: M and K from measured costs; K replaces DET
+            arm, k_max, _ = policy.plan()
+            skip, det = (frozenset(dp.skip_for(arm.M)) if arm else frozenset()), 0.0
+        return arm, min(k_max, cfg.max_new_tokens - len(self.out) - 1), skip, det
 
     def draft(self, pos: int, skip: frozenset, k_max: int, det: float):
         """Up to k_max tokens from the layer-skipping draft; stops when its top-1 prob < DET."""

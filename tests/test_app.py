@@ -59,3 +59,20 @@ def test_auto_run_and_trace_replay(client):
     assert out[0].startswith("Done.") and "lossless-ok" in out[6]
     replay = client.predict(handle_file(out[13]), api_name="/replay")
     assert replay[0].startswith("Replaying") and replay[1] == out[1]
+
+
+def test_stop_button_ends_the_run_early(client):
+    import time
+
+    job = client.submit("Write a long story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 400,
+                        False, api_name="/run")
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(str(o[0]).startswith("Decoding") for o in job.outputs()):
+        time.sleep(0.2)
+    client.predict(api_name="/stop")
+    out = job.result(timeout=120)
+    assert out[0].startswith("Stopped.")
+    done = [e for e in trace.read_trace(out[13]) if isinstance(e, trace.Done)]
+    assert [d.method for d in done] == ["clasp"] and done[0].stop_reason == "stopped"
+    assert done[0].new_tokens < 400
+    assert run(client, "Say hi.", max_new=8)[0].startswith("Done.")        # and the next run works
