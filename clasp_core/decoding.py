@@ -220,14 +220,20 @@ class _Run:
         policy = AutoPolicy(self.runner.num_layers, cfg.num_skip, cfg.draft_len,
                             head_share(self.lm.model), prefill=(self.prefill_s, len(self.prompt_ids))) \
             if cfg.auto else None
-        dp, choice = self.choose_layers(hs[:, -1], pos - 1, 0, policy)
-        yield from self.emit(choice)
+        dp = None                           # auto runs the first DP only once it wants to draft
+        if policy is None:
+            dp, choice = self.choose_layers(hs[:, -1], pos - 1, 0, policy)
+            yield from self.emit(choice)
         r = since_dp = 0
         while (reason := self.finished()) is None:
             arm, k_max, skip, det = self.plan(policy, dp)
+            first_dp = dp is None and arm is not None   # auto wants to draft: this plain step feeds the DP
+            if first_dp:
+                arm, k_max, skip = None, 0, frozenset()
             drafted, q_rows, q_x, draft_s, steps = self.draft(pos, skip, k_max, det)
             since_dp += 1
-            dp_due = since_dp >= (policy.loi(cfg.loi) if policy else cfg.loi) and (policy is None or arm is not None)
+            dp_due = first_dp or (dp is not None and since_dp >= (policy.loi(cfg.loi) if policy else cfg.loi)
+                                  and (policy is None or arm is not None))
             t0 = self.now()
             res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=dp_due)
             logits, hs = res if dp_due else (res, None)
@@ -254,10 +260,10 @@ class _Run:
     def plan(self, policy, dp):
         """(auto arm or None, K for this round, skip set, DET) — fixed settings unless auto."""
         cfg = self.cfg
-        arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip), cfg.det
+        arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip if dp else ()), cfg.det
         if policy is not None:              # auto: M and K from measured costs; K replaces DET
             arm, k_max, _ = policy.plan()
-            skip, det = (frozenset(dp.skip_for(arm.M)) if arm else frozenset()), 0.0
+            skip, det = (frozenset(dp.skip_for(arm.M)) if arm and dp else frozenset()), 0.0
         return arm, min(k_max, cfg.max_new_tokens - len(self.out) - 1), skip, det
 
     def draft(self, pos: int, skip: frozenset, k_max: int, det: float):

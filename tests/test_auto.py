@@ -52,3 +52,24 @@ def test_auto_runs_are_lossless(tiny):
     cfg = GenConfig(max_new_tokens=40, auto=True, num_skip=3, draft_len=4)
     done = list(generate(tiny, None, cfg, "clasp", prompt_ids=PROMPT))[-1]
     assert done.output_ids == hf_greedy(tiny, 40)
+
+
+def test_auto_runs_its_first_dp_only_when_it_wants_to_draft(tiny, monkeypatch):
+    """Where drafting pays (forced here): a plain step to price a step, one more that feeds the DP, then drafts."""
+    from clasp_core.trace import LayerChoice, Round
+
+    def eager_plan(self):
+        return (None, 0, 1.0) if self.c1 is None else (self.arms[0], 3, 2.0)
+
+    monkeypatch.setattr(AutoPolicy, "plan", eager_plan)
+    tiny.model.generation_config.eos_token_id = None
+    events = list(generate(tiny, None, GenConfig(max_new_tokens=40, auto=True, num_skip=3, draft_len=4),
+                           "clasp", prompt_ids=PROMPT))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:5] == ["Prefill", "Round", "Round", "LayerChoice", "Round"]
+    first = next(e for e in events if isinstance(e, LayerChoice))
+    assert first.round == 2 and len(first.skip) == 3
+    rounds = [e for e in events if isinstance(e, Round)]
+    assert rounds[0].drafted == rounds[1].drafted == [] and rounds[2].drafted
+    assert len(rounds[2].skip) == 1                            # the 0.2 L arm of a 6-layer model: M = 1
+    assert events[-1].output_ids == hf_greedy(tiny, 40)

@@ -11,7 +11,8 @@ from .palette import DP
 def dp_figure(choice: LayerChoice | None) -> go.Figure:
     fig = go.Figure()
     if choice is None:
-        fig.update_layout(title="DP table (appears after prefill)", template="plotly_white", height=420)
+        fig.update_layout(title="DP table (appears once the layer DP runs; auto runs it only when drafting pays)",
+                          template="plotly_white", height=420)
         return fig
     z = [[v for v in row] for row in choice.D]          # rows i = 0..L, columns j = 0..M
     fig.add_trace(go.Heatmap(z=z, colorscale="Viridis", colorbar=dict(title="cos"),
