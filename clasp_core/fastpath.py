@@ -11,6 +11,7 @@ tests to check it against the ordinary path); graphs are only captured on CUDA.
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,14 @@ BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
 def bucket_for(T: int) -> int | None:
+    """The smallest bucket holding T tokens (None: too many, the ordinary path runs them)."""
     return next((b for b in BUCKETS if b >= T), None)
+
+
+def buckets_upto(max_T: int) -> tuple[int, ...]:
+    """The buckets a run with blocks of up to max_T tokens uses (all of them past the largest)."""
+    top = bucket_for(max_T) or BUCKETS[-1]
+    return tuple(b for b in BUCKETS if b <= top)
 
 
 class StaticSteps:
@@ -33,35 +41,41 @@ class StaticSteps:
         self.pool = None
         self.capture_s = 0.0
         self.capacity = runner.capacity
+        self.cols = torch.arange(self.capacity, device=runner.device)   # cache slots, for the masks
 
     # ---- buffers -------------------------------------------------------------------------
     def buffers(self, T: int) -> dict[str, torch.Tensor]:
+        """The static inputs of bucket T; the graphs read these very tensors on every replay."""
         if T not in self.bufs:
             r, dev = self.r, self.r.device
+            mask = torch.zeros(1, 1, T, self.capacity, device=dev, dtype=torch.bool)
+            mask[..., 0] = True      # never a row that sees nothing (the warm-up before a capture reads it)
             self.bufs[T] = dict(
                 x=torch.zeros(1, T, r.hidden, device=dev, dtype=r.dtype),
                 cos=torch.zeros(1, T, r.head_dim, device=dev, dtype=r.dtype),
                 sin=torch.zeros(1, T, r.head_dim, device=dev, dtype=r.dtype),
                 pos=torch.zeros(T, device=dev, dtype=torch.long),
-                mask=torch.zeros(1, 1, T, self.capacity, device=dev, dtype=torch.bool),
+                mask=mask,
+                offsets=torch.arange(T, device=dev),
             )
         return self.bufs[T]
 
     def load(self, ids: torch.Tensor, start: int, T: int) -> dict[str, torch.Tensor]:
-        """Copy this call's inputs into the bucket's static buffers (padding rows repeat the last token)."""
+        """Write this call's inputs into the bucket's static buffers, on the device (no host sync).
+
+        Padding rows repeat the last token at the next positions: ordinary values, written to cache
+        slots past the valid length that no real row attends to, and overwritten before any does."""
         r, b = self.r, self.buffers(T)
         n = ids.shape[0]
+        pos = torch.add(b["offsets"], start, out=b["pos"]).clamp_(max=self.capacity - 1)
+        x = b["x"][0]
+        x[:n].copy_(r.embed(ids))
         if n < T:
-            ids = torch.cat([ids, ids[-1:].expand(T - n)])
-        pos = torch.arange(start, start + T, device=ids.device).clamp_max(self.capacity - 1)
-        x = r.embed(ids)[None]
-        cos, sin = r.rotary(x, pos[None])
-        b["x"].copy_(x)
+            x[n:].copy_(x[n - 1:n].expand(T - n, -1))
+        cos, sin = r.rotary(b["x"], pos[None])
         b["cos"].copy_(cos)
         b["sin"].copy_(sin)
-        b["pos"].copy_(pos)
-        cols = torch.arange(self.capacity, device=ids.device)
-        b["mask"][0, 0].copy_(cols[None, :] <= pos[:, None])
+        torch.le(self.cols[None, :], pos[:, None], out=b["mask"][0, 0])   # row t sees slots <= its position
         return b
 
     # ---- one layer on the static buffers ---------------------------------------------------
@@ -79,51 +93,64 @@ class StaticSteps:
         x.copy_(h + layer.mlp(layer.post_attention_layernorm(h)))
 
     def run_layer(self, i: int, T: int) -> None:
-        if not self.use_graphs:
-            self.layer_step(i, T)
-            return
-        g = self.graphs.get((i, T))
+        g = self.graphs.get((i, T)) if self.use_graphs else None
+        if g is None and self.use_graphs:
+            g = self.capture(i, T)                # lazily, if prepare() did not cover this bucket
         if g is None:
-            g = self.capture(i, T)
-        g.replay()
+            self.layer_step(i, T)                 # CPU, CLASP_CUDA_GRAPHS=0 or a failed capture
+        else:
+            g.replay()
 
     # ---- capture -------------------------------------------------------------------------
     @torch.inference_mode()
-    def capture(self, i: int, T: int) -> torch.cuda.CUDAGraph:
+    def capture(self, i: int, T: int) -> torch.cuda.CUDAGraph | None:
+        """Record layer i on bucket T as a CUDA graph; None (and no graphs from now on) if it fails.
+
+        The warm-up runs the layer for real, so the bucket's buffers and the layer's cache are
+        saved first and put back after: capturing leaves no trace in the run's state."""
         t0 = time.perf_counter()
         b = self.buffers(T)
-        saved = {k: v.clone() for k, v in b.items()}
-        ks, vs = self.r.k[i].clone(), self.r.v[i].clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):           # warm-up outside the graph, as CUDA graphs require
-            for _ in range(2):
+        state = [*b.values(), self.r.k[i], self.r.v[i]]
+        saved = [t.clone() for t in state]
+        g = None
+        try:
+            g = self.record(i, T)
+            self.graphs[(i, T)] = g
+        except RuntimeError as e:                # an op that cannot be captured: run without graphs
+            warnings.warn(f"CUDA graph capture failed for layer {i}, {T} tokens ({e}); "
+                          f"running the static path without graphs")
+            self.use_graphs = False
+        finally:
+            for t, s in zip(state, saved):
+                t.copy_(s)
+            if self.r.device.type == "cuda":
+                torch.cuda.synchronize(self.r.device)
+            self.capture_s += time.perf_counter() - t0
+        return g
+
+    def record(self, i: int, T: int) -> torch.cuda.CUDAGraph:
+        with torch.cuda.device(self.r.device):    # the model's GPU, whichever is current
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):       # warm up on a side stream before capturing (PyTorch docs)
+                for _ in range(2):
+                    self.layer_step(i, T)
+            torch.cuda.current_stream().wait_stream(stream)
+            if self.pool is None:                 # one pool: a step leaves nothing alive in it, so any
+                self.pool = torch.cuda.graph_pool_handle()   # order of replays is safe
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
                 self.layer_step(i, T)
-        torch.cuda.current_stream().wait_stream(stream)
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
-            self.layer_step(i, T)
-        for k, v in saved.items():                 # capturing ran the layer: put the state back
-            b[k].copy_(v)
-        self.r.k[i].copy_(ks)
-        self.r.v[i].copy_(vs)
-        torch.cuda.synchronize()
-        self.graphs[(i, T)] = g
-        self.capture_s += time.perf_counter() - t0
         return g
 
     @torch.inference_mode()
     def capture_all(self, max_T: int) -> float:
         """Capture every (layer, bucket) needed for up to max_T tokens; returns the seconds spent."""
-        if not self.use_graphs:
-            return 0.0
         t0 = self.capture_s
-        for T in BUCKETS:
-            if T > bucket_for(max_T):
-                break
+        for T in buckets_upto(max_T):
             for i in range(self.r.num_layers):
+                if not self.use_graphs:
+                    break
                 if (i, T) not in self.graphs:
                     self.capture(i, T)
         return self.capture_s - t0

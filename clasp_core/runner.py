@@ -62,14 +62,26 @@ class Runner:
         self.k = [torch.zeros(shape, device=d, dtype=self.dtype) for d in self.layer_devices]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.capacity = capacity
-        if self.static:  # graphs hold the old cache tensors: start afresh
+        if self.static:  # graphs hold the old cache tensors: start afresh (capture_s keeps counting)
+            spent = self.capture_s
             self.fast = StaticSteps(self, use_graphs=True)
+            self.fast.capture_s = spent
 
     def prepare(self, max_tokens: int) -> float:
         """Capture the CUDA graphs for blocks of up to max_tokens now, outside any timed run.
 
-        Returns the seconds spent capturing (0 where graphs are not used)."""
+        Returns the seconds this call spent capturing (0 where graphs are not used or are
+        already captured); ``capture_s`` is the total so far, lazy captures included."""
         return self.fast.capture_all(max_tokens) if self.fast is not None else 0.0
+
+    @property
+    def capture_s(self) -> float:
+        return self.fast.capture_s if self.fast is not None else 0.0
+
+    @property
+    def graphs(self) -> int:
+        """How many per-layer CUDA graphs are captured (0 off CUDA)."""
+        return len(self.fast.graphs) if self.fast is not None else 0
 
     def rollback(self, length: int) -> None:
         """Forget every slot from ``length`` on (free: nothing is copied)."""
