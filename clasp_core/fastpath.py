@@ -84,13 +84,13 @@ class StaticSteps:
         layer = r.layers[i]
         att = layer.self_attn
         x = b["x"]
-        q, k, v = r._attend(att, layer.input_layernorm(x), b["cos"], b["sin"])
+        q, k, v = r._attend(i, att, layer.input_layernorm(x), b["cos"], b["sin"])
         r.k[i].index_copy_(2, b["pos"], k)
         r.v[i].index_copy_(2, b["pos"], v)
         o = F.scaled_dot_product_attention(q, r.k[i], r.v[i], attn_mask=b["mask"], scale=att.scaling,
                                            enable_gqa=r.n_kv != r.n_heads)
-        h = x + att.o_proj(o.transpose(1, 2).reshape(1, T, -1))
-        x.copy_(h + layer.mlp(layer.post_attention_layernorm(h)))
+        h = x + r._out(i, att, o.transpose(1, 2).reshape(1, T, -1))
+        x.copy_(h + r._mlp(i, layer, layer.post_attention_layernorm(h)))
 
     def run_layer(self, i: int, T: int) -> None:
         g = self.graphs.get((i, T)) if self.use_graphs else None
@@ -167,5 +167,5 @@ class StaticSteps:
             if hidden:
                 hs.append(b["x"][0, :n].clone())
         y = b["x"][:, n - 1:n] if last_only else b["x"][:, :n]
-        logits = self.r.lm_head(self.r.norm(y))[0]
+        logits = self.r.head(self.r.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .fastpath import BUCKETS, StaticSteps, bucket_for
+from .packed import Packed, want_packed
 
 
 class Runner:
@@ -47,6 +48,8 @@ class Runner:
             static = self.device.type == "cuda" and os.environ.get("CLASP_CUDA_GRAPHS", "1") != "0"
         self.static = static and not self.spread
         self.fast: StaticSteps | None = None
+        # CPU: short blocks multiply by copies of the weights laid out [in, out] (packed.py)
+        self.packed = Packed(self.layers, self.lm_head) if want_packed(model, self.device) else None
         if capacity:
             self.allocate(capacity)
 
@@ -127,29 +130,47 @@ class Runner:
         if self.spread:
             y = y.to(self.norm.weight.device)
             hs = [h.to(self.device) for h in hs] if hidden else hs
-        logits = self.lm_head(self.norm(y))[0]
+        logits = self.head(self.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits
 
-    def _attend(self, att, h, cos, sin):
+    # ---- the projections: the modules' own, or their packed copies for short blocks on a CPU ----
+    def _packed(self, T: int) -> Packed | None:
+        return self.packed if self.packed is not None and T <= self.packed.max_tokens else None
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        pk = self._packed(y.shape[1])
+        return pk.lm_head(y) if pk else self.lm_head(y)
+
+    def _attend(self, i, att, h, cos, sin):
         T = h.shape[1]
-        q = att.q_proj(h).view(1, T, -1, self.head_dim)
-        k = att.k_proj(h).view(1, T, -1, self.head_dim)
-        v = att.v_proj(h).view(1, T, -1, self.head_dim).transpose(1, 2)
+        pk = self._packed(T)
+        q, k, v = pk.qkv(i, h) if pk else (att.q_proj(h), att.k_proj(h), att.v_proj(h))
+        q = q.view(1, T, -1, self.head_dim)
+        k = k.view(1, T, -1, self.head_dim)
+        v = v.view(1, T, -1, self.head_dim).transpose(1, 2)
         if hasattr(att, "q_norm"):  # Qwen3 normalises q and k per head
             q, k = att.q_norm(q), att.k_norm(k)
         q, k = self.apply_rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
         return q, k, v
 
+    def _out(self, i, att, o):
+        pk = self._packed(o.shape[1])
+        return pk.o(i, o) if pk else att.o_proj(o)
+
+    def _mlp(self, i, layer, h):
+        pk = self._packed(h.shape[1])
+        return pk.mlp(i, h) if pk else layer.mlp(h)
+
     def _layer(self, i, layer, x, cos, sin, start, end, mask):
         att = layer.self_attn
-        q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
+        q, k, v = self._attend(i, att, layer.input_layernorm(x), cos, sin)
         self.k[i][:, :, start:end] = k
         self.v[i][:, :, start:end] = v
         causal = mask is None and start == 0 and end > 1     # a prompt from position 0: the fused causal kernel
         o = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask,
                                            is_causal=causal, scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
-        x = x + att.o_proj(o.transpose(1, 2).reshape(1, x.shape[1], -1))
-        return x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + self._out(i, att, o.transpose(1, 2).reshape(1, x.shape[1], -1))
+        return x + self._mlp(i, layer, layer.post_attention_layernorm(x))
 
     # ---- the DP's packed layer call ----------------------------------------------------
     @torch.inference_mode()
@@ -167,7 +188,7 @@ class Runner:
         layer, att = self.layers[i], self.layers[i].self_attn
         x = cand[None].to(self.layer_devices[i]) if self.spread else cand[None]
         cos, sin = self.rotary(x, torch.full((1, C), p, device=x.device))
-        q, k, v = self._attend(att, layer.input_layernorm(x), cos, sin)
+        q, k, v = self._attend(i, att, layer.input_layernorm(x), cos, sin)
         lo, hi = p + 1, p + 1 + C
         self.k[i][:, :, lo:hi] = k
         self.v[i][:, :, lo:hi] = v
@@ -176,8 +197,8 @@ class Runner:
         mask[:, lo:hi] = torch.eye(C, dtype=torch.bool, device=x.device)
         o = F.scaled_dot_product_attention(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], attn_mask=mask,
                                            scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
-        x = x + att.o_proj(o.transpose(1, 2).reshape(1, C, -1))
-        out = (x + layer.mlp(layer.post_attention_layernorm(x)))[0]
+        x = x + self._out(i, att, o.transpose(1, 2).reshape(1, C, -1))
+        out = (x + self._mlp(i, layer, layer.post_attention_layernorm(x)))[0]
         return out.to(self.device) if self.spread else out
 
 

@@ -116,3 +116,25 @@ def test_other_llama_family_architectures_match_hf(kind):
     prefill = runner.forward(torch.tensor(ids[:4]), 0)
     steps = [runner.forward(torch.tensor([t]), 4 + n)[-1] for n, t in enumerate(ids[4:])]
     torch.testing.assert_close(torch.cat([prefill, torch.stack(steps)]), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_cpu_packed_weights_give_the_modules_results(kind, monkeypatch):
+    """Short blocks on a CPU multiply by [in, out] copies (fused q|k|v, gate|up); same numbers as the modules."""
+    model = tiny_llama() if kind == "llama" else tiny_of("qwen2")      # qwen2: q/k/v with biases
+    packed = Runner(model, capacity=32)
+    monkeypatch.setenv("CLASP_CPU_PACKED", "0")
+    plain = Runner(model, capacity=32)
+    assert packed.packed is not None and plain.packed is None
+    ids = torch.tensor([5, 17, 3, 44, 60, 8, 9, 11, 12])
+    torch.testing.assert_close(packed.forward(ids[:4], 0), plain.forward(ids[:4], 0))   # prompt: modules in both
+    start = 4
+    for T in (1, 2, 3):                                  # decode / draft / short verification blocks
+        block = ids[start:start + T]
+        a, ha = packed.forward(block, start, skip={1}, hidden=True)
+        b, hb = plain.forward(block, start, skip={1}, hidden=True)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ha, hb, rtol=1e-5, atol=1e-5)
+        start += T
+    for i in (0, 2):
+        torch.testing.assert_close(packed.k[i][:, :, :start], plain.k[i][:, :, :start], rtol=1e-5, atol=1e-5)
