@@ -36,11 +36,14 @@ def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResul
     if not 0 <= M < L:
         raise ValueError(f"M must be in [0, {L - 1}] for a {L}-layer model, got {M}")
     xs = xs.float()
-    D = [[None] * (M + 1) for _ in range(L + 1)]
-    skipped_here = [[False] * (M + 1) for _ in range(L + 1)]   # g(i, j) came from "skip layer i-1"
+    dev = xs.device
+    # D and the "skip" flags stay on the device until the end: one host sync per DP, not one per layer
+    D_t = torch.full((L + 1, M + 1), float("nan"), device=dev)
+    skip_t = torch.zeros(L + 1, M + 1, dtype=torch.bool, device=dev)   # g(i, j) came from "skip layer i-1"
     # g_prev[j] = g(i-1, j) as rows of one tensor; row j exists for j <= min(i-1, M)
     g_prev = xs[0:1].to(runner.dtype)
-    D[0][0] = 1.0
+    D_t[0, 0] = 1.0
+    one, yes = torch.ones(1, device=dev), torch.ones(1, dtype=torch.bool, device=dev)
     for i in range(1, L + 1):
         x_i = xs[i][None]
         top = min(i, M)                                        # g(i, j) exists for j <= top
@@ -55,17 +58,17 @@ def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResul
         else:
             take = cs_skip[:0] > 0
             chosen, best = g_prev[:0], cs_skip[:0]
-        rows, sims = [xs[i:i + 1].to(runner.dtype), chosen], [torch.ones(1, device=xs.device), best]
+        rows, sims = [xs[i:i + 1].to(runner.dtype), chosen], [one, best]
         if top == i:                                           # j = i: all of the first i layers skipped
             rows.append(g_prev[i - 1:i])
             sims.append(cs_skip[i - 1:i])
-            take = torch.cat([take, torch.ones(1, dtype=torch.bool, device=xs.device)])
+            take = torch.cat([take, yes])
         g_prev = torch.cat(rows)
-        D[i][:top + 1] = torch.cat(sims).tolist()
-        skipped_here[i][1:top + 1] = take.tolist()
+        D_t[i, :top + 1] = torch.cat(sims)
+        skip_t[i, 1:top + 1] = take
+    D = [[None if v != v else v for v in row] for row in D_t.tolist()]      # NaN: no such cell
+    skipped_here = skip_t.tolist()
     skip, path = backtrack(skipped_here, L, M)
-    if xs.is_cuda:
-        torch.cuda.synchronize(xs.device)
     return DPResult(skip=skip, D=D, path=path, seconds=time.perf_counter() - t0, skipped_here=skipped_here)
 
 
