@@ -160,12 +160,13 @@ class StaticSteps:
         n = ids.shape[0]
         T = bucket_for(n)
         b = self.load(ids, start, T)
-        hs = [b["x"][0, :n].clone()] if hidden else None
+        rows = slice(n - 1, n) if last_only else slice(0, n)
+        hs = [b["x"][0, rows].clone()] if hidden else None
         for i in range(self.r.num_layers):
             if i not in skip:
                 self.run_layer(i, T)
             if hidden:
-                hs.append(b["x"][0, :n].clone())
+                hs.append(b["x"][0, rows].clone())
         y = b["x"][:, n - 1:n] if last_only else b["x"][:, :n]
         logits = self.r.head(self.r.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits

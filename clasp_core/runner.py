@@ -99,8 +99,8 @@ class Runner:
 
         Writes K/V of executed layers at those positions and sets the valid length to their
         end. Returns logits ([T, V], or [1, V] with ``last_only``) and, with ``hidden``, the raw
-        per-layer outputs x_0..x_L as one [L+1, T, d] tensor (x_0 = embeddings; before the final
-        norm; a skipped layer's entry repeats its input).
+        per-layer outputs x_0..x_L as one [L+1, T, d] tensor ([L+1, 1, d] with ``last_only``; x_0 =
+        embeddings; before the final norm; a skipped layer's entry repeats its input).
         """
         T = ids.shape[0]
         end = start + T
@@ -117,14 +117,15 @@ class Runner:
         if T > 1 and start > 0:      # a block after a prefix: causal within it, the prefix visible
             cols = torch.arange(end, device=x.device)
             mask = cols[None, :] <= (pos[0, :, None])
-        hs = [x[0]] if hidden else None
+        rows = slice(T - 1, T) if last_only else slice(None)   # the DP wants the last token's states only
+        hs = [x[0, rows]] if hidden else None
         for i, layer in enumerate(self.layers):
             if i not in skip:
                 if self.spread and x.device != self.layer_devices[i]:
                     x, cos, sin, mask = move(self.layer_devices[i], x, cos, sin, mask)
                 x = self._layer(i, layer, x, cos, sin, start, end, mask)
             if hidden:
-                hs.append(x[0])
+                hs.append(x[0, rows])
         self.length = end
         y = x[:, -1:] if last_only else x
         if self.spread:

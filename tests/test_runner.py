@@ -34,6 +34,9 @@ def test_hidden_states_are_raw_layer_outputs():
     for i in range(L):  # transformers' last entry is after the final norm: compare the raw ones
         torch.testing.assert_close(hs[i], ref[i][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.model.norm(hs[L]), ref[L][0], rtol=1e-4, atol=1e-4)
+    last = Runner(model, capacity=16).forward(ids, 0, hidden=True, last_only=True)[1]
+    assert last.shape == (L + 1, 1, 64)                          # the DP needs only the last token's states
+    torch.testing.assert_close(last[:, 0], hs[:, -1])
 
 
 def test_skipped_layers_pass_hidden_through_and_write_no_kv():
