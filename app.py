@@ -100,7 +100,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
                     max_new_tokens=int(max_new_tokens), auto=bool(auto))
     events: list = []
     yield (*render(events, "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"),
-           None, events)
+           None, events, gr.update())
     try:
         lm = get_model(model, ARGS.device)
         first = generate(lm, prompt, cfg, "clasp", _stop)       # validates prompt and settings
@@ -109,6 +109,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
         raise gr.Error(f"{type(e).__name__}: {e}") from None
     where = f"{lm.name} · L = {lm.num_layers} · {lm.device} {lm.dtype}"
+    layers = m_slider(lm.num_layers)                 # the M slider follows the loaded model's depth
     last = 0.0
     try:
         for method in ("clasp", "vanilla"):
@@ -120,7 +121,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
                 now = time.perf_counter()
                 if now - last >= SNAPSHOT_S:
                     last = now
-                    yield (*render(events, f"Decoding with {method}… ({where})"), None, events)
+                    yield (*render(events, f"Decoding with {method}… ({where})"), None, events, layers)
     except Exception as e:  # noqa: BLE001 - e.g. out of memory mid-run: say so, keep the app usable
         raise gr.Error(f"The run failed: {type(e).__name__}: {e}") from None
     done = [e for e in events if isinstance(e, trace.Done)]
@@ -130,7 +131,11 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     if cfg.auto and clasp_done is not None and clasp_done.drafted == 0:
         status += (f"  \n**auto decoded plainly**: on this device ({lm.device}) drafting measured slower than "
                    "plain steps. Untick *auto* to watch CLaSp draft anyway.")
-    yield (*render(events, status), trace_file(events), events)
+    yield (*render(events, status), trace_file(events), events, layers)
+
+
+def m_slider(num_layers: int):
+    return gr.update(maximum=num_layers - 1, label=f"M — layers to skip (this model: L = {num_layers})")
 
 
 def stop():
@@ -261,8 +266,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
         views = [status, tokens, tokens_vanilla, layer_map, choice, dp_plot, timing, timeline, table, step,
                  explanation, persistence, histogram]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto]
-        run_btn.click(run, inputs, views + [download, events_state], api_name="run")
-        prompt.submit(run, inputs, views + [download, events_state], api_name=False)
+        run_btn.click(run, inputs, views + [download, events_state, num_skip], api_name="run")
+        prompt.submit(run, inputs, views + [download, events_state, num_skip], api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, views + [download, events_state], api_name="replay")
         stepped = [tokens, layer_map, explanation]

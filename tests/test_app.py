@@ -29,7 +29,8 @@ def run(client, prompt, M=8, K=4, det=0.3, loi=2, temperature=0.0, max_new=16, a
 def test_run_streams_every_view_and_a_trace(client):
     out = run(client, "Name three colours.")
     status, tokens, tokens_vanilla, layer_map, choice, dp, timing, timeline, table, step, explain, pers, hist, \
-        trace_path = out
+        trace_path, m_value = out
+    assert m_value["maximum"] == 29 and "L = 30" in m_value["label"]     # the M slider follows the model's depth
     assert status.startswith("Done.") and "L = 30" in status
     assert 'class="tok ' in tokens and 'class="tok ' in tokens_vanilla
     assert "lossless-ok" in timing and "speedup" in timing
@@ -45,7 +46,7 @@ def test_run_streams_every_view_and_a_trace(client):
 def test_bad_input_shows_an_error_and_the_next_run_works(client):
     with pytest.raises(AppError, match="empty"):
         run(client, "   ")
-    with pytest.raises(AppError, match="M \\(layers to skip\\) must be between 0 and 29"):
+    with pytest.raises(AppError, match="must be between 0 and 29|greater than maximum value 29"):   # engine, or the slider once it knows L
         run(client, "Hello", M=30)
     with pytest.raises(AppError, match="greater than maximum"):   # the slider's own bound check
         run(client, "Hello", det=1.5)
