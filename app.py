@@ -16,6 +16,7 @@ import gradio as gr
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, default_num_skip, generate
 from clasp_core.model import load_model
+from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
 from ui.state import RunState
@@ -83,7 +84,7 @@ def auto_note(view, device: str) -> str:
 
 @gpu_task
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
-        request: gr.Request = None):
+        strategy="clasp", history=None, request: gr.Request = None):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; stream snapshots.
 
     The engine runs in its own thread (ui.live), so decoding never waits for the page."""
@@ -93,7 +94,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     stop_flag = _stops[key] = threading.Event()
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
-                    max_new_tokens=int(max_new_tokens), auto=bool(auto))
+                    max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
     V = VIEW_COMPONENTS
     yield {V["status"]: "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"}
     try:
@@ -104,7 +105,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
         raise gr.Error(f"{type(e).__name__}: {e}") from None
     where = f"{lm.name} · L = {lm.num_layers} · {lm.device} {lm.dtype}"
-    snap, pacer = Snapshot(), Pacer()
+    snap, pacer = Snapshot(history=list(history or [])), Pacer()
     q = start_engine([lambda: first, lambda: generate(lm, prompt, cfg, "vanilla", stop_flag)], stop_flag)
     try:
         for new, finished in batches(q, pacer):
@@ -126,9 +127,10 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
         _stops.pop(key, None)
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_note(snap.clasp, lm.device)
+    snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: trace_file(snap.state.events), V["run_state"]: snap.state,
-                V["num_skip"]: m_slider(lm.num_layers)})
+                V["num_skip"]: m_slider(lm.num_layers), V["history"]: snap.history})
     yield out
 
 
@@ -214,6 +216,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
     ex_prompts = [[e["prompt"]] for e in EXAMPLES["examples"]]
     with gr.Blocks(title="CLaSp Visualizer") as demo:
         run_state = gr.State(None)
+        history = gr.State([])
         gr.Markdown("# CLaSp Visualizer\nSelf-speculative decoding that skips layers chosen, in context, by a "
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
@@ -231,6 +234,9 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
+                strategy = gr.Dropdown([(label, name) for name, label in STRATEGIES.items()], value="clasp",
+                                       label="layer choice", elem_id="strategy",
+                                       info="how the skipped layers are chosen (compare them in the Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
                                 info=det_off["info"])
@@ -251,12 +257,13 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     download = gr.File(label="this run's trace", interactive=False, elem_id="trace-download")
             with gr.Column(scale=3, elem_id="views"):
                 V = build_tabs()
-        V.update(status=status, download=download, run_state=run_state, num_skip=num_skip)
+        V.update(status=status, download=download, run_state=run_state, num_skip=num_skip, history=history)
         VIEW_COMPONENTS.clear()
         VIEW_COMPONENTS.update(V)
         shown = [V[v.name] for v in VIEWS if v.render]
-        outputs = shown + [status, download, run_state, num_skip]
-        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto]
+        outputs = shown + [status, download, run_state, num_skip, history]
+        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
+                  history]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
