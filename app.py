@@ -14,7 +14,8 @@ from pathlib import Path
 import gradio as gr
 
 from clasp_core import trace
-from clasp_core.decoding import GenConfig, default_num_skip, generate
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.metrics import default_num_skip
 from clasp_core.model import load_model
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
@@ -99,6 +100,9 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     yield {V["status"]: "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"}
     try:
         lm = get_model(model, ARGS.device)
+        if cfg.strategy == "static":
+            yield {V["status"]: "Finding the static skip set for this model and M: a search on calibration "
+                                "prompts, once (cached afterwards)…"}
         first = generate(lm, prompt, cfg, "clasp", stop_flag)       # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None
