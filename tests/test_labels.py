@@ -168,3 +168,12 @@ def test_m_slider_shows_the_default_models_range_before_any_run():
     assert app.VIEW_COMPONENTS["num_skip"].maximum == app.DEFAULT_LAYERS - 1 == 29
     if not app._models:                       # nothing loaded yet: the page opens on the default model's range
         assert app.page_opened()["maximum"] == 29
+
+
+def test_a_token_inside_a_character_shows_no_replacement_or_placeholder():
+    # "欢" is split by byte-level BPE: the first token's piece is "", the second carries the character
+    events = [prefill("vanilla"), Step(index=1, token=40, text="", seconds=0.01),
+              Step(index=2, token=41, text="欢", seconds=0.01)]
+    html = token_html(RunState(events).vanilla, legend=False)
+    assert "\ufffd" not in html and "∅" not in html and "欢" in html
+    assert "part of a character" in html

@@ -19,11 +19,13 @@ def _title(t: Token) -> str:
         parts.append(f"full p(x) = {t.target:.3f}")
     if t.skip:
         parts.append(f"skipped layers: {', '.join(map(str, t.skip))}")
+    if not t.text:
+        parts.append("part of a character: its text shows with the next token")
     return " | ".join(parts)
 
 
 def _visible(text: str) -> str:
-    return html.escape(text).replace("\n", "↵<br>") or "∅"
+    return html.escape(text).replace("\n", "↵<br>")
 
 
 def token_spans(tokens: list[Token], highlight_round: int | None = None) -> str:
