@@ -78,6 +78,7 @@ def test_specbench_answer_has_eval_py_fields_and_shapes(tmp_path):
     assert c == dict(index=0, turns=["Hello there"], decoding_steps=[2], new_tokens=[5], wall_time=[0.5],
                      accept_lengths=[3, 1])
     assert json.loads(paths[1].read_text())["choices"][0]["accept_lengths"] == [1] * 5
+    assert specbench.model_id("SmolLM2-135M-Instruct (embedded, GGUF Q4_1 → dequantised)") == "SmolLM2-135M-Instruct"
 
 
 def test_shape_study_on_a_tiny_shape(tmp_path, capsys):

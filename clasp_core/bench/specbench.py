@@ -16,8 +16,10 @@ from pathlib import Path
 
 
 def model_id(name: str) -> str:
-    """A file-name-safe id for the model (``HuggingFaceTB/SmolLM2-135M`` -> ``HuggingFaceTB--SmolLM2-135M``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--")).strip("-") or "model"
+    """A file-name-safe id: ``HuggingFaceTB/SmolLM2-135M`` -> ``HuggingFaceTB--SmolLM2-135M``; a display
+    name's note in brackets is dropped (``SmolLM2-135M-Instruct (embedded, …)`` -> ``SmolLM2-135M-Instruct``)."""
+    name = name.split(" (")[0].replace("/", "--")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
 
 
 def answer(row: dict, model: str) -> dict:
