@@ -108,15 +108,27 @@ def test_strategy_grid_turns_fractions_into_M():
         sweep.main(["--prompts", str(BENCH), "--strategies", "clasp", "--m-fracs", "0.2,1.5"])
 
 
+def strategy_sweep_rows():
+    rows = [dict(row(1, "vanilla", [1, 2, 3, 4, 5], 2.0), param="vanilla", value=None, same_as_vanilla=True)]
+    for m, frac, rounds in [("clasp", 0.25, 2), ("clasp", 0.45, 4), ("random", 0.25, 5)]:
+        rows.append(dict(row(1, m, [1, 2, 3, 4, 5], 1.0, rounds=rounds, drafted=4, accepted=1,
+                             dp_s=0.0, M=round(frac * 30)), param="M/L", value=frac, same_as_vanilla=True))
+    return rows
+
+
+def test_strategy_sweep_table():
+    lines = sweep.summarize(strategy_sweep_rows()).splitlines()
+    cells = [[c.strip() for c in ln.split("|")[1:-1]] for ln in lines[2:5]]
+    assert [c[:6] for c in cells] == [["clasp", "M/L", "0.25", "8", "2.00", "25%"],
+                                      ["clasp", "M/L", "0.45", "14", "1.00", "25%"],
+                                      ["random", "M/L", "0.25", "8", "0.80", "25%"]]
+    assert all(c[7] == "2.00x" and c[9] == "1/1" for c in cells) and "vanilla: 2.50 tokens/s" in lines[-1]
+
+
 def test_strategy_figure_reads_the_sweep_rows():
     from ui.bench_figures import strategy_tau_figure
 
-    rows = [dict(row(1, "vanilla", [1, 2, 3], 1.0, rounds=0, drafted=0, accepted=0, dp_s=0.0), param="vanilla",
-                 value=None)]
-    for m, frac, rounds in [("clasp", 0.25, 2), ("clasp", 0.45, 4), ("random", 0.25, 5)]:
-        rows.append(dict(row(1, m, [1, 2, 3, 4, 5], 1.0, rounds=rounds, drafted=4, accepted=1,
-                             dp_s=0.0, M=round(frac * 30)), param="M/L", value=frac))
-    fig = strategy_tau_figure(rows)
+    fig = strategy_tau_figure(strategy_sweep_rows())
     lines = {t.name: (list(t.x), list(t.y)) for t in fig.data}
     assert lines == {"clasp": ([0.25, 0.45], [2.0, 1.0]), "random": ([0.25], [0.8])}
 
