@@ -1,4 +1,4 @@
-"""Spec-Bench style runs of hf, vanilla and the CLaSp strategies on the same prompts, and the table.
+r"""Spec-Bench style runs of hf, vanilla and the CLaSp strategies on the same prompts, and the table.
 
     python -m clasp_core.bench --prompts ../shared/bench/specbench-dev.jsonl \
         --max-new-tokens 128 --methods hf,vanilla,clasp --out results.jsonl

@@ -1,4 +1,4 @@
-"""Sweeps: M, K, DET and LOI one at a time around the defaults, or M for each way of choosing layers.
+r"""Sweeps: M, K, DET and LOI one at a time around the defaults, or M for each way of choosing layers.
 
     python -m clasp_core.bench.sweep --prompts ../shared/bench/specbench-dev.jsonl --per-task 1 \
         --max-new-tokens 64 --out sweep.jsonl
