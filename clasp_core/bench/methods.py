@@ -1,0 +1,96 @@
+"""How each bench method runs one prompt: transformers ``generate`` or this engine, one row each."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import torch
+
+from ..decoding import GenConfig, encode_prompt, generate
+from ..model import LoadedModel
+from ..trace import Round, Step
+from .common import sync
+from .stats import task_of
+
+# bench method: (engine method, layer choice, auto M/K); every strategy is the same draft/verify loop
+ENGINE = {
+    "vanilla": ("vanilla", None, False),
+    "clasp": ("clasp", "clasp", False),            # the layer DP every LOI rounds
+    "auto": ("clasp", "clasp", True),              # ... with M and K adapted from measured costs
+    "clasp-once": ("clasp", "clasp-once", False),  # the DP once, on the prompt
+    "static": ("clasp", "static", False),          # one set per (model, M), searched offline
+    "early-exit": ("clasp", "early-exit", False),  # the last M layers
+    "random": ("clasp", "random", False),          # M layers drawn from the seed
+}
+METHODS = ("hf", *ENGINE)
+STRATEGIES = tuple(dict.fromkeys(s for _, s, _ in ENGINE.values() if s))
+HAS_STRATEGY = "strategy" in GenConfig.__dataclass_fields__   # the engine's layer choices have landed
+
+
+def check(methods: list[str]) -> None:
+    """ValueError for a method this engine cannot run."""
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+        strategy = ENGINE.get(m, (None, None))[1]
+        if strategy not in (None, "clasp") and not HAS_STRATEGY:
+            raise ValueError(f"method {m!r} needs GenConfig.strategy, which this engine does not have yet")
+
+
+def engine_config(cfg: GenConfig, method: str) -> tuple[str, GenConfig]:
+    kind, strategy, auto = ENGINE[method]
+    cfg = replace(cfg, auto=auto)
+    if strategy and HAS_STRATEGY:
+        cfg = replace(cfg, strategy=strategy)
+    return kind, cfg
+
+
+def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig) -> dict:
+    """transformers ``generate``: the losslessness reference at T=0."""
+    x = torch.tensor([ids], device=lm.model.device)
+    kw = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=None) \
+        if cfg.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if cfg.temperature > 0:
+        torch.manual_seed(cfg.seed)
+    sync(lm.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cfg.max_new_tokens,
+                                pad_token_id=lm.tokenizer.pad_token_id or lm.eos_ids[0], **kw)
+    sync(lm.device)
+    wall = time.perf_counter() - t0
+    out = out[0, len(ids):].tolist()
+    return dict(new_tokens=len(out), wall_s=wall, tokens_per_s=len(out) / wall, token_ids=out,
+                text=lm.tokenizer.decode(out, skip_special_tokens=True), accept_lengths=[1] * len(out))
+
+
+def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> dict:
+    kind, cfg = engine_config(cfg, method)
+    events = list(generate(lm, None, cfg, kind, prompt_ids=ids))
+    done = events[-1]
+    row = dict(new_tokens=done.new_tokens, wall_s=done.wall_s, tokens_per_s=done.tokens_per_s,
+               token_ids=done.output_ids, text=done.text,
+               # tokens each decoding step added (the prefill's token is no step)
+               accept_lengths=[len(e.emitted) if isinstance(e, Round) else 1
+                               for e in events if isinstance(e, (Round, Step))])
+    if kind == "clasp":
+        row.update(M=cfg.resolved(lm.num_layers).num_skip, rounds=done.rounds, drafted=done.drafted,
+                   accepted=done.accepted, tau=done.tau, dp_s=done.dp_s, draft_s=done.draft_s,
+                   verify_s=done.verify_s)
+    return row
+
+
+def run_one(lm: LoadedModel, q: dict, method: str, cfg: GenConfig) -> dict:
+    """One row: the question, the method, its tokens, timings and (drafting methods) counts."""
+    ids, _ = encode_prompt(lm, q["turns"][0])
+    row = run_hf(lm, ids, cfg) if method == "hf" else run_engine(lm, ids, cfg, method)
+    return dict(question_id=q["question_id"], category=q["category"], task=task_of(q["category"]),
+                method=method, **row)
+
+
+def warm_up(lm: LoadedModel, methods: list[str], cfg: GenConfig) -> None:
+    """A short run of each method, so first-call costs stay out of the timings."""
+    q = {"question_id": -1, "category": "warmup", "turns": ["Say hello."]}
+    short = replace(cfg, max_new_tokens=8)
+    for m in methods:
+        run_one(lm, q, m, short)

@@ -1,0 +1,109 @@
+r"""Spec-Bench style runs of hf, vanilla and the CLaSp strategies on the same prompts, and the table.
+
+    python -m clasp_core.bench --prompts ../shared/bench/specbench-dev.jsonl \
+        --max-new-tokens 128 --methods hf,vanilla,clasp --out results.jsonl
+
+``hf`` is transformers ``model.generate`` (the losslessness reference at T=0), ``vanilla`` this
+engine without drafting, ``clasp`` this engine with CLaSp, ``auto`` CLaSp with adaptive M/K;
+``clasp-once``, ``static``, ``early-exit`` and ``random`` choose the skipped layers otherwise
+in the same loop. ``--answer-dir DIR`` also writes Spec-Bench answer files (one per method).
+"""
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+
+from ..decoding import GenConfig
+from .common import fail, load_or_exit, md_table, num, parser, read_prompts, split, write_jsonl
+from .methods import METHODS, check, run_one, warm_up
+from .specbench import model_id, write_answers
+from .stats import pooled
+
+PROG = "clasp_core.bench"
+
+
+def summarize(rows: list[dict], temperature: float) -> str:
+    """Per task and overall: tokens/s, speedup vs vanilla and hf, tau, acceptance, DP share, lossless X/Y."""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["task"]][r["method"]].append(r)
+        by["overall"][r["method"]].append(r)
+    hf = {r["question_id"]: r["token_ids"] for r in rows if r["method"] == "hf"}
+    check_lossless = temperature == 0 and bool(hf)
+    table = []
+    for task in [t for t in by if t != "overall"] + ["overall"]:
+        stats = {m: pooled(rs) for m, rs in by[task].items()}
+        for m, rs in by[task].items():
+            s = stats[m]
+            ratio = lambda ref: num(s.tokens_per_s / stats[ref].tokens_per_s, unit="x") if ref in stats else "-"
+            same = f"{sum(hf.get(r['question_id']) == r['token_ids'] for r in rs)}/{len(rs)}" \
+                if check_lossless and m != "hf" else "-"
+            table.append([task, m, s.n, num(s.tokens_per_s), ratio("vanilla"), ratio("hf"), num(s.tau),
+                          num(s.accept and 100 * s.accept, ".0f", "%"),
+                          num(s.dp_share and 100 * s.dp_share, ".1f", "%"), same])
+    lines = [md_table(["task", "method", "n", "tok/s", "x vanilla", "x hf", "tau", "accepted/drafted",
+                       "DP share", "lossless"], table)]
+    engine = [r for r in rows if r["method"] != "hf"]
+    if check_lossless and engine:
+        same = sum(hf.get(r["question_id"]) == r["token_ids"] for r in engine)
+        lines.append(f"\nlossless: {same}/{len(engine)} (engine runs token-identical to transformers generate)")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    ap = parser(PROG, __doc__)
+    ap.add_argument("--prompts", required=True, help="Spec-Bench question file (JSON lines)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--methods", default="hf,vanilla,clasp", help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument("--out", default="results.jsonl")
+    ap.add_argument("--answer-dir", default=None, help="also write Spec-Bench answer files here")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    m = ap.add_mutually_exclusive_group()
+    m.add_argument("--num-skip", "-M", type=int, default=None, help="layers to skip (default ~45%% of L)")
+    m.add_argument("--num-skip-frac", type=float, default=None, help="layers to skip as a fraction F of L: M = round(F*L)")
+    ap.add_argument("--draft-len", "-K", type=int, default=8)
+    ap.add_argument("--det", type=float, default=0.7)
+    ap.add_argument("--loi", type=int, default=1)
+    ap.add_argument("--no-warmup", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from tqdm.auto import tqdm
+
+    a = parse_args(argv)
+    methods = split(PROG, "method", a.methods, METHODS)
+    try:
+        check(methods)
+    except ValueError as e:
+        raise fail(PROG, str(e)) from None
+    prompts = read_prompts(PROG, a.prompts, a.limit)
+    lm = load_or_exit(PROG, a)
+    M = round(a.num_skip_frac * lm.num_layers) if a.num_skip_frac is not None else a.num_skip
+    cfg = GenConfig(num_skip=M, draft_len=a.draft_len, det=a.det, loi=a.loi, temperature=a.temperature,
+                    top_p=a.top_p, seed=a.seed, max_new_tokens=a.max_new_tokens)
+    try:
+        cfg = cfg.resolved(lm.num_layers)
+    except ValueError as e:
+        raise fail(PROG, str(e)) from None
+    print(f"M={cfg.num_skip} K={cfg.draft_len} DET={cfg.det} LOI={cfg.loi} T={cfg.temperature}", file=sys.stderr)
+    if not a.no_warmup:
+        warm_up(lm, methods, cfg)
+    rows = []
+    with open(a.out, "w", encoding="utf-8") as f, tqdm(total=len(prompts) * len(methods), desc="bench",
+                                                       file=sys.stderr) as bar:
+        for q in prompts:
+            for m in methods:  # interleaved, so drift on a noisy machine hits every method alike
+                row = run_one(lm, q, m, cfg)
+                rows.append(row)
+                write_jsonl(f, row)
+                bar.set_postfix_str(f"{m} {row['tokens_per_s']:.1f} tok/s")
+                bar.update()
+    if a.answer_dir:
+        for path in write_answers(rows, a.answer_dir, model_id(lm.name)):
+            print(f"Spec-Bench answers: {path}", file=sys.stderr)
+    print(summarize(rows, a.temperature))
+    return 0
