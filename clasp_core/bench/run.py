@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 
 from ..decoding import GenConfig
-from .common import fail, load_or_exit, md_table, num, parser, read_prompts, split, write_jsonl
+from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import METHODS, check, run_one, warm_up
 from .specbench import model_id, write_answers
 from .stats import pooled
@@ -61,6 +61,7 @@ def parse_args(argv=None):
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    ap.add_argument("--per-task", type=int, default=None, help="only the first N questions of each task")
     m = ap.add_mutually_exclusive_group()
     m.add_argument("--num-skip", "-M", type=int, default=None, help="layers to skip (default ~45%% of L)")
     m.add_argument("--num-skip-frac", type=float, default=None, help="layers to skip as a fraction F of L: M = round(F*L)")
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         raise fail(PROG, str(e)) from None
     prompts = read_prompts(PROG, a.prompts, a.limit)
+    if a.per_task:
+        prompts = pick_prompts(prompts, a.per_task)
     lm = load_or_exit(PROG, a)
     M = round(a.num_skip_frac * lm.num_layers) if a.num_skip_frac is not None else a.num_skip
     cfg = GenConfig(num_skip=M, draft_len=a.draft_len, det=a.det, loi=a.loi, temperature=a.temperature,
