@@ -85,3 +85,15 @@ def test_stop_button_ends_the_run_early(client):
     assert [d.method for d in done] == ["clasp"] and done[0].stop_reason == "stopped"
     assert done[0].new_tokens < 400
     assert run(client, "Say hi.", max_new=8)["status"].startswith("Done.")        # and the next run works
+
+
+def test_layer_choices_are_compared_on_the_same_prompt(client):
+    prompt = "Name two fruits."
+    first = run(client, prompt, max_new=12)
+    second = named(client.predict(prompt, "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 12, False, "early-exit", api_name="/run"))
+    assert second["status"].startswith("Done.") and "lossless-ok" in second["timing"]
+    table = second["compare_table"]
+    rows = [dict(zip(table["headers"], r)) for r in table["data"]]
+    assert [r["strategy"] for r in rows][-2:] == ["clasp", "early-exit"]
+    assert all(r["M"] == 8 and r["τ"] >= 1 for r in rows)
+    assert "predicted speedup" in first["costs"] and "measured speedup" in first["costs"]
