@@ -92,6 +92,11 @@ def default_gguf_path() -> Path:
     return path
 
 
+def embedded_dir(progress: Progress | None = None) -> Path:
+    """The embedded default model as a safetensors directory (converted from its GGUF once)."""
+    return _gguf_to_safetensors(default_gguf_path(), progress)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     device = (device or "auto").lower()
     if device == "auto":
@@ -166,7 +171,7 @@ def _gguf_to_safetensors(gguf: Path, progress: Progress | None) -> Path:
 def _resolve_source(spec: str | None, progress: Progress | None) -> tuple[str, str]:
     """(local directory to load, display name); a Hub id is fetched into the Hugging Face cache first."""
     if spec is None or spec.strip() == "" or spec.strip().lower() == "default":
-        return str(_gguf_to_safetensors(default_gguf_path(), progress)), DEFAULT_NAME
+        return str(embedded_dir(progress)), DEFAULT_NAME
     spec = os.path.expanduser(spec.strip())
     p = Path(spec)
     if p.suffix == ".gguf":
