@@ -16,18 +16,13 @@ import gradio as gr
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, default_num_skip, generate
 from clasp_core.model import load_model
-from ui.analysis import accepted_histogram, persistence_figure
-from ui.dp_view import choice_label, dp_figure
-from ui.layer_map import layer_map_figure
-from ui.rounds import rounds_dataframe
-from ui.state import RunView, build_view, views_by_method
-from ui.teaching import explain_round
-from ui.timing import summary_html, timeline_figure, timing_html
-from ui.tokens import token_html
+from ui.dp_view import choice_label
+from ui.live import Pacer, batches, start_engine
+from ui.state import RunState
+from ui.views import VIEWS, Snapshot, build_tabs, render
 
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
-SNAPSHOT_S = 0.2                       # at most about five page updates a second
 DEFAULT_LAYERS = 30                    # the embedded SmolLM2-135M-Instruct
 
 try:                                   # Hugging Face ZeroGPU: run the GPU work inside spaces.GPU
@@ -38,7 +33,6 @@ except ImportError:
         return fn
 
 _models: dict[tuple[str, str], object] = {}
-_stop = threading.Event()
 ARGS = argparse.Namespace(model=None, device="auto")
 
 
@@ -54,30 +48,12 @@ def get_model(spec: str | None, device: str):
     return _models[key]
 
 
-# ---- rendering ----------------------------------------------------------------------------
-def render(events: list, status: str, current: int | None = None) -> tuple:
-    """Every view from the events so far (clasp run first, then vanilla)."""
-    views = views_by_method(events)
-    clasp, vanilla = views.get("clasp"), views.get("vanilla")
-    n_rounds = len(clasp.rounds) if clasp else 0
-    cur = n_rounds - 1 if current is None else current
-    choices = clasp.choices if clasp else []
-    labels = [choice_label(c) for c in choices]
-    return (
-        status,
-        summary_html(clasp, vanilla) + token_html(clasp, highlight_round=cur if current is not None else None),
-        token_html(vanilla, legend=False),
-        layer_map_figure(clasp, current=cur if n_rounds else None),
-        gr.update(choices=labels, value=labels[-1] if labels else None),
-        dp_figure(choices[-1] if choices else None),
-        timing_html(clasp, vanilla),
-        timeline_figure(clasp, vanilla),
-        rounds_dataframe(clasp),
-        gr.update(maximum=max(1, n_rounds - 1), value=max(0, cur), interactive=n_rounds > 0),
-        explain_round(clasp, cur),
-        persistence_figure(clasp),
-        accepted_histogram(clasp),
-    )
+# ---- the run --------------------------------------------------------------------------------
+_stops: dict[str, threading.Event] = {}      # one stop flag per visitor session
+
+
+def session_key(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
 
 
 def trace_file(events: list) -> str | None:
@@ -88,117 +64,156 @@ def trace_file(events: list) -> str | None:
     return str(path)
 
 
-# ---- the run --------------------------------------------------------------------------------
+def auto_note(view, device: str) -> str:
+    """What auto did with the knobs it overrides (K, DET, LOI), from the run's own rounds."""
+    if view is None or not view.params.get("auto"):
+        return ""
+    rounds = view.rounds
+    drafting = [r for r in rounds if r.drafted or r.skip]
+    if not drafting:
+        return (f"  \n**auto decoded plainly**: on this device ({device}) drafting measured slower than plain "
+                "steps. Untick *auto* to watch CLaSp draft anyway.")
+    ks = [getattr(r, "k_max", 0) or len(r.drafted) for r in drafting]
+    ms = sorted({len(r.skip) for r in drafting})
+    return (f"  \n**auto**: drafted in {len(drafting)} of {len(rounds)} rounds, K = {min(ks)}–{max(ks)} per round "
+            f"(the K slider is its upper bound), M ∈ {{{', '.join(map(str, ms))}}}; DET was not used (auto drafts "
+            f"exactly K tokens and lets the full model judge them); the layer DP ran {len(view.choices)}× "
+            f"(auto stretches LOI so the DP stays near 3% of the time).")
+
+
 @gpu_task
-def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto):
-    """Decode with CLaSp, then with vanilla on the same prompt and settings; stream snapshots."""
-    _stop.clear()
+def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
+        request: gr.Request = None):
+    """Decode with CLaSp, then with vanilla on the same prompt and settings; stream snapshots.
+
+    The engine runs in its own thread (ui.live), so decoding never waits for the page."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
+    key = session_key(request)
+    stop_flag = _stops[key] = threading.Event()
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto))
-    events: list = []
-    yield (*render(events, "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"),
-           None, events, gr.update())
+    V = VIEW_COMPONENTS
+    yield {V["status"]: "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"}
     try:
         lm = get_model(model, ARGS.device)
-        first = generate(lm, prompt, cfg, "clasp", _stop)       # validates prompt and settings
+        first = generate(lm, prompt, cfg, "clasp", stop_flag)       # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
         raise gr.Error(f"{type(e).__name__}: {e}") from None
     where = f"{lm.name} · L = {lm.num_layers} · {lm.device} {lm.dtype}"
-    layers = m_slider(lm.num_layers)                 # the M slider follows the loaded model's depth
-    last = 0.0
+    snap, pacer = Snapshot(), Pacer()
+    q = start_engine([lambda: first, lambda: generate(lm, prompt, cfg, "vanilla", stop_flag)], stop_flag)
     try:
-        for method in ("clasp", "vanilla"):
-            if method == "vanilla" and _stop.is_set():
+        for new, finished in batches(q, pacer):
+            for e in new:
+                snap.state.add(e)
+            if finished:
                 break
-            stream = first if method == "clasp" else generate(lm, prompt, cfg, "vanilla", _stop)
-            for e in stream:
-                events.append(e)
-                now = time.perf_counter()
-                if now - last >= SNAPSHOT_S:
-                    last = now
-                    yield (*render(events, f"Decoding with {method}… ({where})"), None, events, layers)
+            t0 = time.perf_counter()
+            heavy = pacer.heavy_due()
+            method = "vanilla" if snap.vanilla else "CLaSp"
+            out = render(V, snap, heavy)
+            out[V["status"]] = f"Decoding with {method}… ({where})"
+            yield out
+            pacer.done(time.perf_counter() - t0, heavy)
     except Exception as e:  # noqa: BLE001 - e.g. out of memory mid-run: say so, keep the app usable
         raise gr.Error(f"The run failed: {type(e).__name__}: {e}") from None
-    done = [e for e in events if isinstance(e, trace.Done)]
-    stopped = any(d.stop_reason == "stopped" for d in done)
-    status = ("Stopped." if stopped else "Done.") + f" ({where})"
-    clasp_done = next((d for d in done if d.method == "clasp"), None)
-    if cfg.auto and clasp_done is not None and clasp_done.drafted == 0:
-        status += (f"  \n**auto decoded plainly**: on this device ({lm.device}) drafting measured slower than "
-                   "plain steps. Untick *auto* to watch CLaSp draft anyway.")
-    yield (*render(events, status), trace_file(events), events, layers)
+    finally:
+        stop_flag.set()                     # the page went away or the run ended: the engine stops too
+        _stops.pop(key, None)
+    stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
+    status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_note(snap.clasp, lm.device)
+    out = render(V, snap)
+    out.update({V["status"]: status, V["download"]: trace_file(snap.state.events), V["run_state"]: snap.state,
+                V["num_skip"]: m_slider(lm.num_layers)})
+    yield out
 
 
 def m_slider(num_layers: int):
     return gr.update(maximum=num_layers - 1, label=f"M — layers to skip (this model: L = {num_layers})")
 
 
-def stop():
-    _stop.set()
+def page_opened():
+    """The M slider's range for the model in memory (else the default model's), from the first view."""
+    lm = next(iter(_models.values()), None)
+    return m_slider(lm.num_layers if lm is not None else DEFAULT_LAYERS)
+
+
+def stop(request: gr.Request = None):
+    flag = _stops.get(session_key(request))
+    if flag is None:
+        return "Nothing is running."
+    flag.set()
     return "Stopping after the current round…"
+
+
+def knob_notes(auto: bool):
+    """The knobs auto overrides say so next to themselves."""
+    if auto:
+        return (gr.update(info="not used while auto is on: auto drafts exactly K tokens per round"),
+                gr.update(info="a lower bound while auto is on: it stretches LOI to keep the DP near 3% of time"),
+                gr.update(info="with auto on, measured timings steer the draft, so one seed can give different "
+                               "(equally exact) samples; untick auto for reproducible sampled runs"))
+    return (gr.update(info=None), gr.update(info=None),
+            gr.update(info="same seed and settings give the same sample"))
 
 
 def load_trace(file):
     if file is None:
         raise gr.Error("No file given.")
+    path = file if isinstance(file, str) else file.name
     try:
-        events = trace.read_trace(file if isinstance(file, str) else file.name)
+        events = trace.read_trace(path)
     except (ValueError, OSError, TypeError) as e:
         raise gr.Error(f"Could not read the trace: {e}") from None
     if not events:
         raise gr.Error("The trace holds no events.")
-    return (*render(events, f"Replaying {Path(str(file)).name} ({len(events)} events, no model needed)."),
-            None, events)
+    V = VIEW_COMPONENTS
+    state = RunState(events)
+    out = render(V, Snapshot(state))
+    out.update({V["status"]: f"Replaying {Path(str(path)).name} ({len(events)} events, no model needed).",
+                V["download"]: str(path), V["run_state"]: state})
+    return out
 
 
-def step_to(events, index):
-    views = views_by_method(events or [])
-    clasp, vanilla = views.get("clasp"), views.get("vanilla")
-    i = int(index or 0)
-    return (summary_html(clasp, vanilla) + token_html(clasp, highlight_round=i), layer_map_figure(clasp, current=i),
-            explain_round(clasp, i))
+STEPPED = ("tokens", "layer_map", "explanation", "dp_choice", "dp_table", "step")
 
 
-def step_by(events, index, delta):
-    views = views_by_method(events or [])
-    n = len(views["clasp"].rounds) if "clasp" in views else 0
-    i = max(0, min(n - 1, int(index or 0) + delta))
-    return (gr.update(value=i), *step_to(events, i))
+def step_to(state, index):
+    """Show round ``index`` (1-based, as on the slider): its tokens, layers, sentence and DP table."""
+    state = state or RunState()
+    n = len(state.clasp.rounds) if state.clasp else 0
+    i = max(0, min(n - 1, int(index or 1) - 1))
+    snap = Snapshot(state, current=i)
+    if state.clasp and state.clasp.rounds:
+        c = state.clasp.choice_for(state.clasp.rounds[i])
+        snap.choice = state.clasp.choices.index(c) if c is not None else None
+    V = VIEW_COMPONENTS
+    return {V[name]: v.render(snap) for name, v in VIEWS_BY_NAME.items() if name in STEPPED}
 
 
-def pick_choice(events, label):
-    views = views_by_method(events or [])
-    clasp = views.get("clasp")
-    for c in (clasp.choices if clasp else []):
-        if choice_label(c) == label:
-            return dp_figure(c)
-    return dp_figure(None)
+def pick_choice(state, label):
+    state = state or RunState()
+    labels = [choice_label(c) for c in (state.clasp.choices if state.clasp else [])]
+    snap = Snapshot(state, choice=labels.index(label) if label in labels else None)
+    return VIEWS_BY_NAME["dp_table"].render(snap)
 
 
 # ---- the page -------------------------------------------------------------------------------
-HELP = {
-    "tokens": "Each output token, coloured by where it came from. Struck-through red tokens were drafted and "
-              "rejected; the orange token after one is the full model's correction. Hover for details.",
-    "layers": "One column per round, one row per decoder layer. Purple cells are the layers the draft skipped. "
-              "A dotted line marks where the layer DP re-chose the skip set (every LOI rounds).",
-    "dp": "The DP's table: D(i, j) is the cosine between the best draft state after i layers with j skipped and "
-          "the full model's own state. The path backtracked from (L, M) gives the skip set.",
-    "timing": "The same prompt decoded by plain (vanilla) decoding right after CLaSp, on the same device. "
-              "At temperature 0 both outputs must be identical.",
-    "rounds": "One row per draft-verify round. Download the trace to replay it here later without a model.",
-    "teach": "Step through the rounds; the sentence below says what happened in each one.",
-}
+VIEWS_BY_NAME = {v.name: v for v in VIEWS}
+VIEW_COMPONENTS: dict[str, gr.Component] = {}     # the page's components by name (one page per process)
+# what /run returns through the API, in order (gr.State is not sent): read results by these names
+RUN_OUTPUTS = [v.name for v in VIEWS if v.render] + ["status", "download", "num_skip"]
+REPLAY_OUTPUTS = RUN_OUTPUTS[:-1]
 
 
 def build(default_model: str | None = None) -> gr.Blocks:
     ex_prompts = [[e["prompt"]] for e in EXAMPLES["examples"]]
     with gr.Blocks(title="CLaSp Visualizer") as demo:
-        events_state = gr.State([])
+        run_state = gr.State(None)
         gr.Markdown("# CLaSp Visualizer\nSelf-speculative decoding that skips layers chosen, in context, by a "
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
@@ -213,16 +228,19 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 status = gr.Markdown("Ready.", elem_id="status")
                 auto = gr.Checkbox(value=True, label="auto: choose M and K from measured costs",
                                    info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
-                num_skip = gr.Slider(0, 127, value=default_num_skip(DEFAULT_LAYERS), step=1,
+                num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
-                det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence")
-                loi = gr.Slider(1, 128, value=1, step=1, label="LOI — re-run the layer DP every LOI rounds")
+                det_off, loi_off, seed_off = knob_notes(True)
+                det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
+                                info=det_off["info"])
+                loi = gr.Slider(1, 128, value=1, step=1, label="LOI — re-run the layer DP every LOI rounds",
+                                info=loi_off["info"])
                 max_new = gr.Slider(8, 512, value=96, step=8, label="max new tokens")
                 with gr.Accordion("Sampling and model", open=False):
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
-                    seed = gr.Number(value=0, precision=0, label="seed")
+                    seed = gr.Number(value=0, precision=0, label="seed", info=seed_off["info"])
                     model = gr.Textbox(value=default_model or "", label="model",
                                        placeholder="empty = embedded SmolLM2-135M-Instruct; or a local dir, "
                                                    "HF-cache id or .gguf")
@@ -232,49 +250,24 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     upload = gr.File(label="trace (.jsonl)", file_types=[".jsonl"], elem_id="trace-upload")
                     download = gr.File(label="this run's trace", interactive=False, elem_id="trace-download")
             with gr.Column(scale=3, elem_id="views"):
-                with gr.Tabs():
-                    with gr.Tab("Tokens", id="tab-tokens"):
-                        gr.Markdown(HELP["tokens"], elem_classes="help")
-                        tokens = gr.HTML(token_html(None), elem_id="tokens-clasp")
-                        gr.Markdown("**Vanilla** (plain decoding, for comparison)", elem_classes="help")
-                        tokens_vanilla = gr.HTML(token_html(None, legend=False), elem_id="tokens-vanilla")
-                    with gr.Tab("Layers", id="tab-layers"):
-                        gr.Markdown(HELP["layers"], elem_classes="help")
-                        layer_map = gr.Plot(layer_map_figure(None), elem_id="layer-map")
-                    with gr.Tab("DP table", id="tab-dp"):
-                        gr.Markdown(HELP["dp"], elem_classes="help")
-                        choice = gr.Dropdown([], label="layer choice", elem_id="dp-choice")
-                        dp_plot = gr.Plot(dp_figure(None), elem_id="dp-table")
-                    with gr.Tab("Timing", id="tab-timing"):
-                        gr.Markdown(HELP["timing"], elem_classes="help")
-                        timing = gr.HTML(timing_html(None, None), elem_id="timing")
-                        timeline = gr.Plot(timeline_figure(None, None), elem_id="timeline")
-                    with gr.Tab("Rounds", id="tab-rounds"):
-                        gr.Markdown(HELP["rounds"], elem_classes="help")
-                        table = gr.Dataframe(rounds_dataframe(None), interactive=False, elem_id="rounds")
-                    with gr.Tab("Teach", id="tab-teach"):
-                        gr.Markdown(HELP["teach"], elem_classes="help")
-                        with gr.Row():
-                            prev_btn = gr.Button("◀ previous", size="sm")
-                            step = gr.Slider(0, 1, value=0, step=1, label="round", interactive=False)
-                            next_btn = gr.Button("next ▶", size="sm")
-                        explanation = gr.Markdown(explain_round(None, 0), elem_id="explanation")
-                        with gr.Row():
-                            persistence = gr.Plot(persistence_figure(None))
-                            histogram = gr.Plot(accepted_histogram(None))
-
-        views = [status, tokens, tokens_vanilla, layer_map, choice, dp_plot, timing, timeline, table, step,
-                 explanation, persistence, histogram]
+                V = build_tabs()
+        V.update(status=status, download=download, run_state=run_state, num_skip=num_skip)
+        VIEW_COMPONENTS.clear()
+        VIEW_COMPONENTS.update(V)
+        shown = [V[v.name] for v in VIEWS if v.render]
+        outputs = shown + [status, download, run_state, num_skip]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto]
-        run_btn.click(run, inputs, views + [download, events_state, num_skip], api_name="run")
-        prompt.submit(run, inputs, views + [download, events_state, num_skip], api_name=False)
+        run_btn.click(run, inputs, outputs, api_name="run")
+        prompt.submit(run, inputs, outputs, api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
-        upload.upload(load_trace, upload, views + [download, events_state], api_name="replay")
-        stepped = [tokens, layer_map, explanation]
-        step.release(step_to, [events_state, step], stepped, api_name=False)
-        prev_btn.click(lambda ev, i: step_by(ev, i, -1), [events_state, step], [step] + stepped, api_name=False)
-        next_btn.click(lambda ev, i: step_by(ev, i, +1), [events_state, step], [step] + stepped, api_name=False)
-        choice.input(pick_choice, [events_state, choice], dp_plot, api_name=False)
+        upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
+        stepped = [V[name] for name in STEPPED]
+        V["step"].release(step_to, [run_state, V["step"]], stepped, api_name=False)
+        V["prev"].click(lambda st, i: step_to(st, (i or 1) - 1), [run_state, V["step"]], stepped, api_name=False)
+        V["next"].click(lambda st, i: step_to(st, (i or 1) + 1), [run_state, V["step"]], stepped, api_name=False)
+        V["dp_choice"].input(pick_choice, [run_state, V["dp_choice"]], V["dp_table"], api_name=False)
+        auto.change(knob_notes, auto, [det, loi, seed], api_name=False)
+        demo.load(page_opened, None, num_skip, api_name=False)
     demo.queue(default_concurrency_limit=1)
     return demo
 

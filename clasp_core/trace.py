@@ -48,6 +48,8 @@ class LayerChoice:
     path: list[list[int]]          # backtracked cells [i, j] from (L, M) down to (0, 0)
     seconds: float
     num_skip: int = 0              # M in force for this choice (the auto mode may change it)
+    strategy: str = "clasp"        # how the layers were chosen
+    flags: list[list[bool]] | None = None   # DP only: g(i, j) came from "skip layer i-1" (any M's set)
     kind: str = "layer_choice"
 
 
@@ -69,6 +71,8 @@ class Round:
     draft_s: float
     verify_s: float
     start: int                     # output index of the round's first emitted token
+    k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: not recorded)
+    choice: int = -1               # index (in this run) of the LayerChoice in force
     kind: str = "round"
 
 

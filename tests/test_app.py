@@ -22,21 +22,25 @@ def client():
         demo.close()
 
 
+def named(out, names=None):
+    import app
+    return dict(zip(names or app.RUN_OUTPUTS, out))
+
+
 def run(client, prompt, M=8, K=4, det=0.3, loi=2, temperature=0.0, max_new=16, auto=False):
-    return client.predict(prompt, "", M, K, det, loi, temperature, 1.0, 0, max_new, auto, api_name="/run")
+    return named(client.predict(prompt, "", M, K, det, loi, temperature, 1.0, 0, max_new, auto, api_name="/run"))
 
 
 def test_run_streams_every_view_and_a_trace(client):
     out = run(client, "Name three colours.")
-    status, tokens, tokens_vanilla, layer_map, choice, dp, timing, timeline, table, step, explain, pers, hist, \
-        trace_path, m_value = out
+    m_value, status = out["num_skip"], out["status"]
     assert m_value["maximum"] == 29 and "L = 30" in m_value["label"]     # the M slider follows the model's depth
     assert status.startswith("Done.") and "L = 30" in status
-    assert 'class="tok ' in tokens and 'class="tok ' in tokens_vanilla
-    assert "lossless-ok" in timing and "speedup" in timing
-    assert table["headers"][:3] == ["round", "drafted", "accepted"] and len(table["data"]) >= 1
-    assert explain.startswith("**Round")
-    events = trace.read_trace(trace_path)
+    assert 'class="tok ' in out["tokens"] and 'class="tok ' in out["tokens_vanilla"]
+    assert "lossless-ok" in out["timing"] and "speedup" in out["timing"]
+    assert out["rounds"]["headers"][:3] == ["round", "kind", "drafted"] and len(out["rounds"]["data"]) >= 1
+    assert out["explanation"].startswith("**Round 1 of")                # Teach opens on the first round
+    events = trace.read_trace(out["download"])
     done = {e.method: e for e in events if isinstance(e, trace.Done)}
     assert set(done) == {"clasp", "vanilla"} and done["clasp"].output_ids == done["vanilla"].output_ids
     assert done["clasp"].new_tokens <= 16
@@ -52,14 +56,18 @@ def test_bad_input_shows_an_error_and_the_next_run_works(client):
         run(client, "Hello", det=1.5)
     with pytest.raises(AppError, match="not found"):
         client.predict("Hi", "/no/such/model", 8, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
-    assert run(client, "Say hi.", max_new=8)[0].startswith("Done.")
+    assert run(client, "Say hi.", max_new=8)["status"].startswith("Done.")
 
 
 def test_auto_run_and_trace_replay(client):
+    import app
+
     out = run(client, "What is 2 + 2?", auto=True, max_new=12)
-    assert out[0].startswith("Done.") and "lossless-ok" in out[6]
-    replay = client.predict(handle_file(out[13]), api_name="/replay")
-    assert replay[0].startswith("Replaying") and replay[1] == out[1]
+    assert out["status"].startswith("Done.") and "lossless-ok" in out["timing"]
+    assert "auto" in out["status"]                                  # what auto did with the knobs is said
+    replay = named(client.predict(handle_file(out["download"]), api_name="/replay"), app.REPLAY_OUTPUTS)
+    assert replay["status"].startswith("Replaying") and replay["tokens"] == out["tokens"]
+    assert replay["download"] and trace.read_trace(replay["download"])      # the replayed trace stays downloadable
 
 
 def test_stop_button_ends_the_run_early(client):
@@ -68,12 +76,12 @@ def test_stop_button_ends_the_run_early(client):
     job = client.submit("Write a long story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 400,
                         False, api_name="/run")
     deadline = time.time() + 60
-    while time.time() < deadline and not any(str(o[0]).startswith("Decoding") for o in job.outputs()):
+    while time.time() < deadline and not any("Decoding" in str(named(o)["status"]) for o in job.outputs()):
         time.sleep(0.2)
     client.predict(api_name="/stop")
-    out = job.result(timeout=120)
-    assert out[0].startswith("Stopped.")
-    done = [e for e in trace.read_trace(out[13]) if isinstance(e, trace.Done)]
+    out = named(job.result(timeout=120))
+    assert out["status"].startswith("Stopped.")
+    done = [e for e in trace.read_trace(out["download"]) if isinstance(e, trace.Done)]
     assert [d.method for d in done] == ["clasp"] and done[0].stop_reason == "stopped"
     assert done[0].new_tokens < 400
-    assert run(client, "Say hi.", max_new=8)[0].startswith("Done.")        # and the next run works
+    assert run(client, "Say hi.", max_new=8)["status"].startswith("Done.")        # and the next run works

@@ -7,9 +7,9 @@ from clasp_core import trace
 from clasp_core.trace import Done, LayerChoice, Prefill, Round
 from ui.analysis import accepted_histogram, jaccard, jaccard_by_distance, persistence_figure
 from ui.dp_view import dp_figure
-from ui.layer_map import layer_map_figure, skip_matrix
+from ui.layer_map import PLAIN_ROUND, layer_map_figure, skip_matrix
 from ui.rounds import rounds_dataframe
-from ui.state import build_view, views_by_method
+from ui.state import build_view, is_plain, views_by_method
 from ui.teaching import explain_round
 from ui.timing import lossless_state, segments, summary_html, timeline_figure, timing_html
 from ui.tokens import token_html
@@ -58,11 +58,14 @@ def test_layer_map_cells(views):
     fig = layer_map_figure(c, current=3)
     z = fig.data[0].z
     assert len(z) == 30 and all(len(row) == len(c.rounds) for row in z)
-    assert sum(map(sum, z)) == sum(len(r.skip) for r in c.rounds)
+    assert sum(v == 1 for row in z for v in row) == sum(len(r.skip) for r in c.rounds)
     for col, r in enumerate(c.rounds):
-        assert [layer for layer in range(30) if z[layer][col]] == r.skip
-    refreshes = [s for s in fig.layout.shapes if s.type == "line"]
-    assert len(refreshes) == len(c.choices) - 1
+        assert [layer for layer in range(30) if z[layer][col] == 1] == r.skip
+        assert all(z[layer][col] == PLAIN_ROUND for layer in range(30)) == is_plain(r)
+    lines = fig.data[1]                      # the DP refresh lines, one trace, None-separated
+    assert sum(x is None for x in lines.x) == len(c.choices) - 1
+    outline = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(outline) == 1 and outline[0].x0 == c.rounds[3].index + 1 - 0.5     # rounds shown from 1
     assert skip_matrix(c) == [list(row) for row in z]
 
 
@@ -83,7 +86,10 @@ def test_timing_numbers_and_lossless_mark(views):
     total = sum(s for _, _, s in segs)
     expected = c.prefill.seconds + sum(x.seconds for x in c.choices) + sum(r.draft_s + r.verify_s for r in c.rounds)
     assert total == pytest.approx(expected)
-    assert {k for k, _, _ in segs} == {"prefill", "layer DP", "draft", "verify"}
+    assert {k for k, _, _ in segs} == {"prefill", "layer DP", "draft", "verify", "plain step"}
+    # a round where no draft ran is a plain full-model step, not a verification
+    assert sum(k == "plain step" for k, _, _ in segs) == sum(is_plain(r) for r in c.rounds) >= 1
+    assert sum(k == "verify" for k, _, _ in segs) == sum(not is_plain(r) for r in c.rounds)
     line = summary_html(c, v)
     assert "lossless-ok" in line and f"{c.done.tau:.2f}" in line
     lanes = {d.y[0] for d in timeline_figure(c, v).data}
@@ -121,7 +127,7 @@ def test_analyses(views):
 def test_teaching_sentences(views):
     c = views["clasp"]
     rej = next(i for i, r in enumerate(c.rounds) if r.drafted and r.accepted < len(r.drafted))
-    assert "rejected" in explain_round(c, rej) and f"Round {c.rounds[rej].index}" in explain_round(c, rej)
+    assert "rejected" in explain_round(c, rej) and f"Round {c.rounds[rej].index + 1} of" in explain_round(c, rej)
     full = [i for i, r in enumerate(c.rounds) if r.drafted and r.accepted == len(r.drafted)]
     if full:
         assert "bonus token" in explain_round(c, full[0])

@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 
 import plotly.graph_objects as go
 
-from .palette import ACCEPTED, SKIPPED
+from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunView
 
 
@@ -29,10 +29,9 @@ def persistence_figure(view: RunView | None) -> go.Figure:
     if data:
         fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
                                  line=dict(color=SKIPPED), name="Jaccard"))
-    fig.update_layout(title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
-                      yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], template="plotly_white", height=320,
-                      margin=dict(l=50, r=20, t=50, b=40))
-    return fig
+    return styled(fig, title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
+                  yaxis_title="mean Jaccard (1 = same layers)", yaxis_range=[0, 1.05], height=320,
+                  margin=dict(l=50, r=20, t=50, b=40))
 
 
 def accepted_histogram(view: RunView | None) -> go.Figure:
@@ -41,6 +40,5 @@ def accepted_histogram(view: RunView | None) -> go.Figure:
     if counts:
         xs = list(range(0, max(counts) + 1))
         fig.add_trace(go.Bar(x=xs, y=[counts.get(x, 0) for x in xs], marker_color=ACCEPTED, name="rounds"))
-    fig.update_layout(title="Accepted draft tokens per round", xaxis_title="accepted", yaxis_title="rounds",
-                      template="plotly_white", height=320, margin=dict(l=50, r=20, t=50, b=40))
-    return fig
+    return styled(fig, title="Accepted draft tokens per round", xaxis_title="accepted", yaxis_title="rounds",
+                  height=320, margin=dict(l=50, r=20, t=50, b=40))

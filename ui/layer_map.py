@@ -3,36 +3,54 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .palette import DP, RAN, SKIPPED
-from .state import RunView
+from .palette import CURRENT, DP, RAN, SKIPPED, styled
+from .state import RunView, is_plain
+
+PLAIN_ROUND = 0.5          # z value of a column where no draft ran (a plain full-model step)
 
 
-def skip_matrix(view: RunView) -> list[list[int]]:
-    """z[layer][round] = 1 where the draft of that round skipped the layer."""
+def skip_matrix(view: RunView) -> list[list[float]]:
+    """z[layer][round] = 1 where the draft of that round skipped the layer (0.5 for a whole plain round)."""
     L = view.num_layers
     z = [[0] * len(view.rounds) for _ in range(L)]
     for c, r in enumerate(view.rounds):
+        if is_plain(r):
+            for layer in range(L):
+                z[layer][c] = PLAIN_ROUND
         for layer in r.skip:
             z[layer][c] = 1
     return z
 
 
+def refresh_rounds(view: RunView) -> list[int]:
+    """Rounds (0-based) from which a re-chosen skip set was in force: every layer choice after round 0."""
+    return [c.round for c in view.choices if c.round > 0]
+
+
 def layer_map_figure(view: RunView | None, current: int | None = None) -> go.Figure:
+    """``current``: 0-based index of the round to outline."""
     fig = go.Figure()
     if view is None or not view.rounds:
-        fig.update_layout(title="Layer map (appears once rounds run)", template="plotly_white", height=360)
-        return fig
+        return styled(fig, title="Layer map (appears once rounds run)", height=360)
     z = skip_matrix(view)
-    x = [r.index for r in view.rounds]
+    x = [r.index + 1 for r in view.rounds]
+    label = {0: "ran", PLAIN_ROUND: "plain step (no draft)", 1: "skipped"}
     fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(view.num_layers)), zmin=0, zmax=1, showscale=False,
-                             colorscale=[[0, RAN], [1, SKIPPED]], xgap=1, ygap=1,
+                             colorscale=[[0, RAN], [0.5, "#eef0f4"], [1, SKIPPED]], xgap=1, ygap=1,
                              hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
-                             customdata=[["skipped" if v else "ran" for v in row] for row in z]))
-    for c in view.choices[1:]:  # the first choice comes with prefill
-        fig.add_vline(x=c.round - 0.5, line=dict(color=DP, width=2, dash="dot"))
-    if current is not None:
-        fig.add_vrect(x0=current - 0.5, x1=current + 0.5, line=dict(color="#111827", width=2), fillcolor="rgba(0,0,0,0)")
-    fig.update_layout(title="Skipped layers per round (purple = skipped; dotted = layer DP re-ran)",
-                      xaxis_title="round", yaxis_title="layer", template="plotly_white", height=380,
-                      margin=dict(l=50, r=20, t=50, b=40))
-    return fig
+                             customdata=[[label[v] for v in row] for row in z]))
+    refresh = refresh_rounds(view)
+    if refresh:                       # one trace for all refresh lines (add_vline per line is slow)
+        xs, ys = [], []
+        for r in refresh:
+            xs += [r + 0.5, r + 0.5, None]
+            ys += [-0.5, view.num_layers - 0.5, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=DP, width=2, dash="dot"),
+                                 name="layer DP re-ran", hoverinfo="skip", showlegend=False))
+    if current is not None and 0 <= current < len(view.rounds):
+        c = view.rounds[current].index + 1
+        fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=-0.5, y1=view.num_layers - 0.5,
+                      line=dict(color=CURRENT, width=3), fillcolor="rgba(0,0,0,0)")
+    return styled(fig, title="Skipped layers per round (purple = skipped; light = plain step; dotted = layer DP "
+                             "re-ran)", xaxis_title="round", yaxis_title="layer", height=380,
+                  margin=dict(l=50, r=20, t=50, b=40))

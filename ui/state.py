@@ -1,20 +1,53 @@
-"""A run as the views need it: built once from the event list, also while it is still streaming."""
+"""A run as the views need it, built event by event, also while it is still streaming.
+
+``RunView`` is one run (CLaSp or vanilla); ``RunState`` holds the runs of one request and is fed one
+event at a time, so a snapshot never re-reads the whole event list. Rounds are numbered from 1 on
+the page (``Round.index + 1``); tokens by their output position (token #0 comes from the prefill).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clasp_core.trace import Done, Event, LayerChoice, Prefill, Round, Step, split_runs
+from clasp_core.trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 
 @dataclass
 class Token:
     text: str
     kind: str                 # accepted | rejected | corrected | bonus | plain
-    round: int | None         # the round it came from (None: prefill)
+    round: int | None         # the round it came from (0-based Round.index; None: prefill or a vanilla step)
+    position: int = 0         # output position it was emitted at (or proposed for, if rejected)
     prob: float | None = None     # draft probability q(x) for drafted tokens
     target: float | None = None   # full-model probability p(x) for drafted tokens
     skip: list[int] | None = None
     emitted: bool = True      # False for rejected drafts (shown, not part of the output)
+
+
+def round_tokens(r: Round) -> list[Token]:
+    """A round's tokens as shown: accepted drafts, the first rejected one, then the full model's token.
+
+    Only what was emitted counts: a round cut by EOS or the token limit shows no token past the cut.
+    """
+    out: list[Token] = []
+    n_emit = len(r.emitted)
+    for i, _ in enumerate(r.drafted):
+        kind = "accepted" if i < r.accepted else "rejected"
+        if kind == "accepted" and i >= n_emit:
+            break                                  # cut by EOS or the token limit
+        out.append(Token(r.drafted_text[i], kind, r.index, r.start + i, r.draft_probs[i], r.target_probs[i],
+                         r.skip, emitted=kind == "accepted"))
+        if kind == "rejected":
+            break                                  # later drafts were never looked at
+    if n_emit > r.accepted:
+        out.append(Token(r.next_text, "plain" if not r.drafted else r.next_kind, r.index, r.start + r.accepted,
+                         skip=r.skip or None))
+    return out
+
+
+def is_plain(r: Round) -> bool:
+    """The round ran no draft at all: a full-model step (auto's choice, or the last token left)."""
+    k_max = getattr(r, "k_max", None)
+    return k_max == 0 if k_max is not None else (not r.drafted and not r.skip)
 
 
 @dataclass
@@ -24,6 +57,7 @@ class RunView:
     rounds: list[Round] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     done: Done | None = None
+    _tokens: list[Token] = field(default_factory=list, repr=False)
 
     @property
     def method(self) -> str:
@@ -33,49 +67,62 @@ class RunView:
     def num_layers(self) -> int:
         return self.prefill.num_layers if self.prefill else 0
 
+    @property
+    def params(self) -> dict:
+        return self.prefill.params if self.prefill else {}
+
     def add(self, e: Event) -> None:
         if isinstance(e, Prefill):
             self.prefill = e
+            self._tokens.append(Token(e.first_text, "plain", None, 0))
         elif isinstance(e, LayerChoice):
             self.choices.append(e)
         elif isinstance(e, Round):
             self.rounds.append(e)
+            self._tokens.extend(round_tokens(e))
         elif isinstance(e, Step):
             self.steps.append(e)
+            self._tokens.append(Token(e.text, "plain", None, e.index))
         elif isinstance(e, Done):
             self.done = e
 
     def tokens(self) -> list[Token]:
         """Every output token in order, rejected drafts placed where they were replaced."""
-        out: list[Token] = []
-        if self.prefill is None:
-            return out
-        out.append(Token(self.prefill.first_text, "plain", None))
-        for s in self.steps:
-            out.append(Token(s.text, "plain", s.index))
-        for r in self.rounds:
-            n_emit = len(r.emitted)
-            for i, t in enumerate(r.drafted):
-                kind = "accepted" if i < r.accepted else "rejected"
-                if kind == "accepted" and i >= n_emit:
-                    break           # cut by EOS or the token limit
-                out.append(Token(r.drafted_text[i], kind, r.index, r.draft_probs[i], r.target_probs[i],
-                                 r.skip, emitted=kind == "accepted"))
-                if kind == "rejected":
-                    break           # later drafts were never looked at
-            if n_emit > r.accepted:
-                kind = "plain" if not r.drafted else r.next_kind
-                out.append(Token(r.next_text, kind, r.index, skip=r.skip))
-        return out
+        return self._tokens
 
-    def output_text(self) -> str:
-        return "".join(t.text for t in self.tokens() if t.emitted)
+    def choice_for(self, r: Round) -> LayerChoice | None:
+        """The layer choice in force for round r."""
+        i = getattr(r, "choice", -1)
+        if i is not None and 0 <= i < len(self.choices):
+            return self.choices[i]
+        earlier = [c for c in self.choices if c.round <= r.index]
+        return earlier[-1] if earlier else None
 
-    def skip_at(self, round_index: int) -> list[int]:
-        for r in self.rounds:
-            if r.index == round_index:
-                return r.skip
-        return []
+
+class RunState:
+    """The runs of one request (CLaSp, then vanilla on the same prompt), fed one event at a time."""
+
+    def __init__(self, events: list[Event] | None = None):
+        self.events: list[Event] = []
+        self.runs: dict[str, RunView] = {}
+        self._current: RunView | None = None
+        for e in events or []:
+            self.add(e)
+
+    def add(self, e: Event) -> None:
+        self.events.append(e)
+        if isinstance(e, Prefill):
+            self._current = self.runs[e.method] = RunView()
+        if self._current is not None:
+            self._current.add(e)
+
+    @property
+    def clasp(self) -> RunView | None:
+        return self.runs.get("clasp")
+
+    @property
+    def vanilla(self) -> RunView | None:
+        return self.runs.get("vanilla")
 
 
 def build_view(events: list[Event]) -> RunView:
@@ -87,4 +134,4 @@ def build_view(events: list[Event]) -> RunView:
 
 def views_by_method(events: list[Event]) -> dict[str, RunView]:
     """A trace may hold a clasp run and a vanilla run of the same prompt."""
-    return {run[0].method: build_view(run) for run in split_runs(events) if isinstance(run[0], Prefill)}
+    return RunState(events).runs

@@ -1,36 +1,88 @@
 """Step-through mode: what happened in one round, in a sentence or two."""
 from __future__ import annotations
 
-from .state import RunView
+from clasp_core.costs import Costs
+
+from .state import RunView, is_plain
+
+ACCEPTANCE_RULE = (
+    "**The acceptance rule.** Greedy (temperature 0): a drafted token is accepted while it is the full model's "
+    "own top choice at that position, whatever its probability. Sampling: a drafted token x is accepted with "
+    "probability min(1, p(x)/q(x)) (p: full model, q: draft); on a rejection the full model's token is drawn "
+    "from the leftover distribution norm(max(0, p − q)). Either way the output follows the full model exactly.")
 
 
 def _quote(s: str) -> str:
     return "“" + s.replace("\n", "↵") + "”"
 
 
-def explain_round(view: RunView | None, index: int) -> str:
+def _plain_reason(view: RunView, r) -> str:
+    left = view.params.get("max_new_tokens", 0) - r.start
+    if left <= 1:
+        return "only one token was left to generate, so there was nothing to draft"
+    if view.params.get("auto"):
+        return "auto chose a plain step: with the costs it measured, drafting was predicted slower here"
+    return "no draft was planned for this round"
+
+
+def cost_sentence(view: RunView, r, costs: Costs | None) -> str:
+    """What this round cost against plain steps, and what it would take for drafting to win."""
+    if costs is None or not costs.step_s:
+        return ""
+    dp = next((c.seconds for c in view.choices if c.round == r.index + 1 and c.D), 0.0)
+    n = max(1, len(r.emitted))
+    parts = [f"draft {r.draft_s * 1e3:.0f} ms"] if r.draft_s > 0 and r.drafted else []
+    parts.append(f"check {r.verify_s * 1e3:.0f} ms")
+    if dp:
+        parts.append(f"layer choice {dp * 1e3:.0f} ms")
+    need = (f"τ ≥ {costs.break_even_tau:.1f}" + (f" or LOI ≥ {costs.loi_to_win:.0f}"
+                                                 if costs.loi_to_win != float("inf") and costs.dp else ""))
+    return (f" *Cost:* this round took {' + '.join(parts)} for {n} token(s), against {n * costs.step_s * 1e3:.0f} ms "
+            f"for {n} plain step(s). With this run's costs drafting wins at {need} (this run: τ = {costs.tau:.2f}).")
+
+
+def explain_round(view: RunView | None, index: int, costs: Costs | None = None) -> str:
+    """``index``: 0-based position of the round in the run; ``costs``: the run's cost model, if known."""
     if view is None or not view.rounds:
         return "Run a prompt (or load a trace) to step through its rounds."
     index = max(0, min(index, len(view.rounds) - 1))
     r = view.rounds[index]
-    lead = f"**Round {r.index}.** "
+    lead = f"**Round {r.index + 1} of {len(view.rounds)}.** "
+    n_emit = len(r.emitted)
     if not r.drafted:
-        why = ("the draft's first guess was below the confidence threshold DET" if r.skip else
-               "this round drafted nothing (auto chose a plain step, or one token was left to generate)")
-        return lead + (f"No draft tokens: {why}, so the full model produced {_quote(r.next_text)} on its own, "
-                       f"like vanilla decoding.")
+        if is_plain(r):
+            why = _plain_reason(view, r)
+        else:
+            why = (f"the draft ran once but its top guess was below the confidence threshold "
+                   f"DET = {view.params.get('det', 0):.2f}, so that draft step was discarded")
+        if not n_emit:
+            return lead + f"No draft tokens: {why}; the run had already reached its end."
+        return lead + (f"No draft tokens: {why}. The full model produced {_quote(r.next_text)} on its own, "
+                       f"like vanilla decoding.") + cost_sentence(view, r, costs)
     skip = f"with {len(r.skip)} of {view.num_layers} layers skipped ({', '.join(map(str, r.skip))})"
-    text = lead + f"The draft model — the same model {skip} — proposed {len(r.drafted)} token(s): " \
-                  f"{' '.join(_quote(t) for t in r.drafted_text)}. "
+    text = lead + (f"The draft model — the same model {skip} — proposed {len(r.drafted)} token(s): "
+                   f"{' '.join(_quote(t) for t in r.drafted_text)}. ")
+    cut = n_emit <= r.accepted                # the run ended (EOS or token limit) inside this round
     if r.accepted == len(r.drafted):
-        text += (f"The full model checked them all in one pass and agreed with every one, then added the bonus "
-                 f"token {_quote(r.next_text)}: {r.accepted + 1} tokens for one full-model pass.")
+        text += "The full model checked them all in one pass and agreed with every one"
+        if cut:
+            text += (f"; the run ended there, so {n_emit} token(s) were added and the full model's extra token "
+                     f"was not used.")
+        else:
+            text += (f", then added the bonus token {_quote(r.next_text)}: {n_emit} tokens for one "
+                     f"full-model pass.")
     else:
         bad = r.drafted_text[r.accepted]
         text += (f"The full model accepted {r.accepted}, rejected {_quote(bad)} "
-                 f"(draft q = {r.draft_probs[r.accepted]:.2f}, full p = {r.target_probs[r.accepted]:.2f}) and put "
-                 f"its own {_quote(r.next_text)} there; the rest of the draft was discarded and the cache rolled back.")
+                 f"(draft q = {r.draft_probs[r.accepted]:.2f}, full p = {r.target_probs[r.accepted]:.2f})")
+        if cut:
+            text += f"; the run ended there, so {n_emit} token(s) were added."
+        else:
+            text += (f" and put its own {_quote(r.next_text)} there: {n_emit} token(s) for one full-model pass. "
+                     f"The rest of the draft was discarded, and so were the cache entries written for it "
+                     f"(the cache is \"rolled back\" to the last accepted token).")
     choice = next((c for c in view.choices if c.round == r.index + 1), None)
-    if choice is not None:
-        text += f" Afterwards the layer DP re-chose the skip set from the last accepted token ({choice.seconds * 1e3:.0f} ms)."
-    return text
+    if choice is not None and choice.D:
+        text += (f" Afterwards the layer DP re-chose the skip set from the last accepted token "
+                 f"({choice.seconds * 1e3:.0f} ms).")
+    return text + cost_sentence(view, r, costs)

@@ -5,10 +5,10 @@ import html
 
 import plotly.graph_objects as go
 
-from .palette import BONUS, DP, PLAIN, VANILLA
-from .state import RunView
+from .palette import BONUS, DP, PLAIN, VANILLA, VERIFY, styled
+from .state import RunView, is_plain
 
-SEGMENT_COLOURS = {"prefill": PLAIN, "layer DP": DP, "draft": BONUS, "verify": "#2e9d5b", "step": VANILLA}
+SEGMENT_COLOURS = {"prefill": PLAIN, "layer DP": DP, "draft": BONUS, "verify": VERIFY, "plain step": VANILLA}
 
 
 def segments(view: RunView) -> list[tuple[str, float, float]]:
@@ -28,13 +28,16 @@ def segments(view: RunView) -> list[tuple[str, float, float]]:
     if 0 in choices:
         put("layer DP", choices[0].seconds)
     for r in view.rounds:
-        if r.draft_s > 0:
-            put("draft", r.draft_s)
-        put("verify", r.verify_s)
+        if is_plain(r):                                  # no draft ran: one full-model step
+            put("plain step", r.draft_s + r.verify_s)
+        else:
+            if r.draft_s > 0:
+                put("draft", r.draft_s)
+            put("verify", r.verify_s)
         if r.index + 1 in choices:
             put("layer DP", choices[r.index + 1].seconds)
     for s in view.steps:
-        put("step", s.seconds)
+        put("plain step", s.seconds)
     return out
 
 
@@ -56,10 +59,9 @@ def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> go.Figure
                                  showlegend=kind not in seen, legendgroup=kind,
                                  hovertemplate=f"{kind}: %{{x:.4f}} s at %{{base:.3f}} s<extra>{lane}</extra>"))
             seen.add(kind)
-    fig.update_layout(barmode="overlay", title="Where the time went", xaxis_title="seconds", template="plotly_white",
-                      height=260, margin=dict(l=70, r=20, t=60, b=40),
-                      legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    return fig
+    return styled(fig, barmode="overlay", title="Where the time went", xaxis_title="seconds", height=260,
+                  margin=dict(l=70, r=20, t=60, b=40),
+                  legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
 
 
 def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str, str]:

@@ -8,8 +8,11 @@ from .state import RunView, Token
 
 
 def _title(t: Token) -> str:
-    parts = [KIND_LABELS[t.kind]]
-    parts.append("prefill" if t.round is None else f"round {t.round}")
+    parts = [f"token #{t.position}", KIND_LABELS[t.kind]]
+    if t.round is not None:
+        parts.append(f"round {t.round + 1}")
+    elif t.position == 0:
+        parts.append("from the prefill")
     if t.prob is not None:
         parts.append(f"draft q(x) = {t.prob:.3f}")
     if t.target is not None:

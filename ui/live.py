@@ -1,0 +1,104 @@
+"""Streaming a run to the page without slowing it down.
+
+The engine runs in its own thread and drops its events in a queue, so decoding never waits for the
+page. The page side drains the queue and sends a snapshot when the ``Pacer`` allows: the time spent
+rendering (ours, and Gradio's while the handler is suspended at its yield) is kept to a small share
+of the elapsed time, with heavy views (figures, tables) refreshed far more rarely than the tokens.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+END = object()
+
+
+class Pacer:
+    """Decides when the next snapshot is due, from what the last ones cost.
+
+    A snapshot's cost is our rendering plus Gradio's processing while the handler waits at its yield.
+    Live snapshots (tokens, status) are spaced so their cost stays near ``share`` of the time; heavy
+    ones (figures, tables) so theirs stays near ``heavy_share`` and never closer than
+    ``heavy_min_interval`` seconds apart."""
+
+    def __init__(self, share: float = 0.08, min_interval: float = 0.2, heavy_share: float = 0.03,
+                 heavy_min_interval: float = 3.0):
+        self.share, self.min_interval = share, min_interval
+        self.heavy_share, self.heavy_min_interval = heavy_share, heavy_min_interval
+        now = time.perf_counter()
+        self.next_live = now                      # the first snapshot goes out at once
+        self.next_heavy = now + heavy_min_interval
+        self.live_cost = 0.0                      # seconds a live snapshot takes (running mean)
+        self.spent = 0.0                          # seconds spent on snapshots so far
+        self.count = 0
+
+    def wait(self) -> float:
+        """Seconds until the next snapshot is due (never negative)."""
+        return max(0.0, self.next_live - time.perf_counter())
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self.next_live
+
+    def heavy_due(self) -> bool:
+        return time.perf_counter() >= self.next_heavy
+
+    def done(self, seconds: float, heavy: bool) -> None:
+        """A snapshot took ``seconds``: space the next ones so the shares stay small."""
+        now = time.perf_counter()
+        self.spent += seconds
+        self.count += 1
+        if heavy:
+            self.next_heavy = now + max(self.heavy_min_interval, seconds / self.heavy_share)
+        else:
+            self.live_cost = seconds if not self.live_cost else 0.7 * self.live_cost + 0.3 * seconds
+        self.next_live = now + max(self.min_interval, self.live_cost / self.share)
+
+
+def start_engine(runs: Iterable[Callable[[], Iterable]], stop: threading.Event) -> queue.SimpleQueue:
+    """Run each event stream in turn in a background thread; events (then END) arrive in the queue.
+
+    An exception inside the engine is put in the queue too, for the page to report. ``runs`` are
+    callables so that a later run (vanilla) is only started if the user has not pressed Stop.
+    """
+    q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def work():
+        try:
+            for n, make in enumerate(runs):
+                if n and stop.is_set():
+                    break
+                for event in make():
+                    q.put(event)
+        except BaseException as e:  # noqa: BLE001 - handed to the page, which reports it
+            q.put(e)
+        finally:
+            q.put(END)
+
+    threading.Thread(target=work, name="clasp-engine", daemon=True).start()
+    return q
+
+
+def batches(q: queue.SimpleQueue, pacer: Pacer) -> Iterator[tuple[list, bool]]:
+    """(new events, finished) each time a snapshot is due, and once more when the engine is done."""
+    pending: list = []
+    while True:
+        try:
+            item = q.get(timeout=max(0.01, pacer.wait()))
+        except queue.Empty:
+            item = None
+        while item is not None:
+            if item is END:
+                yield pending, True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            pending.append(item)
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                item = None
+        if pending and pacer.due():
+            yield pending, False
+            pending = []
