@@ -9,11 +9,12 @@ import sys
 import time
 
 import pytest
+from gradio_client.exceptions import AppError
 
 from clasp_core.model import embedded_dir
 from clasp_core.presets import SMOLLM2_HUB
 from tests.conftest import ROOT, free_port
-from tests.test_loading import hub_cache
+from tests.test_loading import hub_cache, tiny_dir  # noqa: F401 - tiny_dir is a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,10 @@ def listening_on_all_interfaces(port: int) -> bool:
     return any(r[1] == f"00000000:{port:04X}" and r[3] == "0A" for r in rows)
 
 
-def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path):
+def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
     pytest.importorskip("spaces")                     # Hugging Face's package, as on a Space
     hub_cache(tmp_path, SMOLLM2_HUB, sorted(embedded_dir().iterdir()))
+    hub_cache(tmp_path, "org/tiny-llama", sorted(tiny_dir.iterdir()))
     port = free_port()
     env = {**os.environ, "SPACE_ID": "tests/clasp-visualizer", "GRADIO_SERVER_NAME": "0.0.0.0",
            "GRADIO_SERVER_PORT": str(port), "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
@@ -46,9 +48,21 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path):
         from gradio_client import Client
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         import app
-        out = dict(zip(app.RUN_OUTPUTS, client.predict("Say hi.", "", 8, 4, 0.3, 1, 0.0, 1.0, 0, 8, False,
-                                                       api_name="/run")))
+
+        def run(model, M=8):
+            return client.submit("Say hi.", model, M, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
+
+        out = dict(zip(app.RUN_OUTPUTS, run("").result(timeout=300)))
         assert out["status"].startswith("Done.") and SMOLLM2_HUB in out["status"] and "L = 30" in out["status"]
+
+        # another Hub id through the same field: from the cache (offline), its loading shown in the page
+        job = run("org/tiny-llama", M=1)
+        out = dict(zip(app.RUN_OUTPUTS, job.result(timeout=300)))
+        assert out["status"].startswith("Done.") and "org/tiny-llama · L = 3" in out["status"]
+        statuses = [dict(zip(app.RUN_OUTPUTS, o))["status"] for o in job.outputs()]
+        assert any(str(st).startswith("Loading org/tiny-llama on cpu") for st in statuses), statuses
+        with pytest.raises(AppError, match="'org/absent' not found in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+            run("org/absent", M=1).result(timeout=300)     # (the M slider now knows L = 3)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
