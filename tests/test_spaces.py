@@ -87,3 +87,22 @@ def test_gpu_window_grows_with_max_new_tokens():
     short, long = app.gpu_seconds(8, loading=False), app.gpu_seconds(512, loading=False)
     assert 0 < short < long <= app.GPU_MAX_S
     assert app.gpu_seconds(8, loading=True) > short              # loading another model takes time too
+
+
+def test_gpu_function_takes_and_yields_plain_data():
+    """On ZeroGPU `decode` runs in a forked process: its arguments and every snapshot are pickled."""
+    import pickle
+
+    import app
+    from clasp_core.decoding import GenConfig
+
+    app.build()
+    cfg = GenConfig(num_skip=8, draft_len=4, det=0.3, max_new_tokens=8)
+    args = ("Say hi.", "", cfg, app.session_key(None))
+    assert pickle.loads(pickle.dumps(args)) == args
+    assert app.decode_seconds(*args) == app.gpu_seconds(8, loading=("default", "auto") not in app._models)
+    snapshots = list(app.decode(*args))
+    assert snapshots[-1]["status"].startswith("Done.")
+    for snap in snapshots:
+        assert set(snap) <= set(app.VIEW_COMPONENTS)                 # view names, not components
+        pickle.dumps(snap)
