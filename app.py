@@ -30,6 +30,7 @@ from clasp_core import trace
 from clasp_core.decoding import GenConfig, default_num_skip, generate
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
+from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
 from ui.state import RunState
@@ -166,13 +167,13 @@ def auto_note(view, device: str) -> str:
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
-        request: gr.Request = None):
+        strategy="clasp", history=None, request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
-                    max_new_tokens=int(max_new_tokens), auto=bool(auto))
+                    max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
     loaded = _models.get(((model or "").strip() or DEFAULT_SPEC, ARGS.device))
     try:                                     # M's bound too, when this model is the one in memory
         cfg.resolved(loaded.num_layers if loaded is not None else cfg.num_skip + 1)
@@ -183,19 +184,19 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     _running.add(key)
     V = VIEW_COMPONENTS
     try:
-        for out in decode(prompt, model, cfg, key):
+        for out in decode(prompt, model, cfg, key, list(history or [])):
             yield {V[name]: value for name, value in out.items()}
     finally:
         _running.discard(key)
 
 
-def decode_seconds(prompt, model, cfg, key) -> int:
+def decode_seconds(prompt, model, cfg, key, history) -> int:
     spec = (model or "").strip() or DEFAULT_SPEC
     return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models)
 
 
 @on_gpu(duration=decode_seconds)
-def decode(prompt, model, cfg, key):
+def decode(prompt, model, cfg, key, history):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
     {view name: value} (plain data, so they can cross from a ZeroGPU process).
 
@@ -213,7 +214,7 @@ def decode(prompt, model, cfg, key):
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
         raise gr.Error(f"{type(e).__name__}: {e}") from None
     where = f"{lm.name} · L = {lm.num_layers} · {lm.device} {lm.dtype}"
-    snap, pacer = Snapshot(), Pacer()
+    snap, pacer = Snapshot(history=list(history or [])), Pacer()
     q = start_engine([lambda: first, lambda: generate(lm, prompt, cfg, "vanilla", stop_flag)], stop_flag)
     try:
         for new, finished in batches(q, pacer):
@@ -234,9 +235,10 @@ def decode(prompt, model, cfg, key):
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_note(snap.clasp, lm.device)
+    snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: trace_file(snap.state.events, key), V["run_state"]: snap.state,
-                V["num_skip"]: m_slider(lm.num_layers)})
+                V["num_skip"]: m_slider(lm.num_layers), V["history"]: snap.history})
     yield out
 
 
@@ -324,6 +326,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
     # Gradio's copies of served files (traces) are deleted hourly once an hour old
     with gr.Blocks(title="CLaSp Visualizer", delete_cache=(3600, 3600)) as demo:
         run_state = gr.State(None, time_to_live=6 * 3600)
+        history = gr.State([], time_to_live=6 * 3600)
         gr.Markdown("# CLaSp Visualizer\nSelf-speculative decoding that skips layers chosen, in context, by a "
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
@@ -341,6 +344,9 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
+                strategy = gr.Dropdown([(label, name) for name, label in STRATEGIES.items()], value="clasp",
+                                       label="layer choice", elem_id="strategy",
+                                       info="how the skipped layers are chosen (compare them in the Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
                                 info=det_off["info"])
@@ -359,12 +365,13 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     download = gr.File(label="this run's trace", interactive=False, elem_id="trace-download")
             with gr.Column(scale=3, elem_id="views"):
                 V = build_tabs()
-        V.update(status=status, download=download, run_state=run_state, num_skip=num_skip)
+        V.update(status=status, download=download, run_state=run_state, num_skip=num_skip, history=history)
         VIEW_COMPONENTS.clear()
         VIEW_COMPONENTS.update(V)
         shown = [V[v.name] for v in VIEWS if v.render]
-        outputs = shown + [status, download, run_state, num_skip]
-        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto]
+        outputs = shown + [status, download, run_state, num_skip, history]
+        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
+                  history]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)

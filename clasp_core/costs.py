@@ -56,8 +56,10 @@ class Costs:
 def draft_steps(r: Round) -> int:
     """Draft forward passes a round ran: its drafts, plus the one whose guess fell below DET."""
     n = len(r.drafted)
-    k_max = r.k_max if r.k_max is not None else n
-    return n + 1 if n < k_max and r.draft_s > 0 else n
+    if r.k_max is None:                       # an older trace: a round with a skip set but no drafts
+        return n or int(bool(r.skip) and r.draft_s > 0)    # ran one step below DET
+    # fewer than K drafts: the last step's guess fell below DET (or, once a run, the draft wrote EOS)
+    return n + 1 if n < r.k_max and r.draft_s > 0 else n
 
 
 def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) -> Costs | None:

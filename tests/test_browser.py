@@ -137,8 +137,17 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     click_tab(d, "Teach")
     explanation = d.find_element(By.ID, "explanation")
     wait_for(d, lambda: explanation.text.startswith("Round"), 30, "the step-through explanation")
+    assert explanation.text.startswith("Round 1 of")          # the step-through opens on the first round
     before = explanation.text
-    next(b for b in d.find_elements(By.TAG_NAME, "button") if "previous" in b.text).click()
-    wait_for(d, lambda: explanation.text != before and explanation.text.startswith("Round"), 30, "the previous round")
+    d.find_element(By.ID, "next-btn").click()
+    wait_for(d, lambda: explanation.text.startswith("Round 2 of"), 30, "the next round")
+    assert explanation.text != before
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-teach.png")))
+    # dark mode: Gradio's own switch is the "dark" class; the figures have no background of their own
+    d.execute_script("document.body.classList.add('dark')")
+    click_tab(d, "Layers")
+    time.sleep(1)
+    bg = d.execute_script("return getComputedStyle(document.querySelector('#layer-map .main-svg')).backgroundColor")
+    assert bg in ("rgba(0, 0, 0, 0)", "transparent")
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-dark.png")))
     assert os.path.getsize(SCREENSHOT) > 10_000

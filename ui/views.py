@@ -13,6 +13,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from .analysis import accepted_histogram, persistence_figure
+from .compare import STRATEGY_HELP, compare_dataframe, compare_figure
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
@@ -31,6 +32,7 @@ class Snapshot:
     state: RunState = field(default_factory=RunState)
     current: int | None = None          # 0-based round highlighted in the step-through (None: none)
     choice: int | None = None           # DP table shown (index into the CLaSp run's choices; None: latest)
+    history: list = field(default_factory=list)   # summaries of this visitor's finished runs (ui.compare)
 
     @property
     def clasp(self):
@@ -70,7 +72,16 @@ TABS = [
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
+    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders): each finished run "
+                   "adds a row, so you can see what choosing the layers in context buys."),
 ]
+
+
+ANALYSIS_HELP = (
+    "**Two of the paper's analyses, on this run.** Left: how much the skip sets of rounds *d* apart overlap, as "
+    "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers). If it stays high, the set barely changes "
+    "between nearby rounds, which is why re-running the DP only every LOI rounds loses little. Right: how many "
+    "draft tokens each round got accepted.")
 
 
 # ---- render functions that combine views of ui/ ---------------------------------------------------
@@ -141,10 +152,18 @@ VIEWS = [
     View("explanation", "Teach", lambda: gr.Markdown(explain_round(None, 0), elem_id="explanation"),
          lambda s: explain_round(s.clasp, s.current or 0, measured_costs(s.clasp, s.vanilla))),
     View("rule", "Teach", lambda: gr.Markdown(ACCEPTANCE_RULE, elem_classes="help"), None),
+    View("analysis_help", "Teach", lambda: gr.Markdown(ANALYSIS_HELP, elem_classes="help"), None),
     View("persistence", "Teach", lambda: gr.Plot(persistence_figure(None)), lambda s: persistence_figure(s.clasp),
          row="plots"),
     View("histogram", "Teach", lambda: gr.Plot(accepted_histogram(None)), lambda s: accepted_histogram(s.clasp),
          row="plots"),
+    View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
+    View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
+                                                          elem_id="compare"),
+         lambda s: compare_dataframe(s.history, s.state)),
+    View("compare_plot", "Compare", lambda: gr.Plot(compare_figure(None, None), elem_id="compare-plot"),
+         lambda s: compare_figure(s.history, s.state)),
+    View("compare_help", "Compare", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
 ]
 def render(views: dict[str, gr.Component], snap: Snapshot, heavy: bool = True) -> dict:
     """{component: value} for the live views, and for the others too when ``heavy``."""

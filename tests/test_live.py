@@ -1,0 +1,76 @@
+"""Streaming to the page: the engine never waits for rendering, and snapshots are paced by their cost."""
+import threading
+import time
+
+import pytest
+
+from ui.live import Pacer, batches, start_engine
+
+
+def slow_events(n, gap=0.0):
+    for i in range(n):
+        if gap:
+            time.sleep(gap)
+        yield i
+
+
+def test_the_engine_runs_ahead_of_a_slow_page():
+    stop = threading.Event()
+    produced = []
+
+    def run():
+        for i in slow_events(50, gap=0.004):
+            produced.append(i)
+            yield i
+
+    q = start_engine([run], stop)
+    got, finished_at = [], None
+    pacer = Pacer(min_interval=0.0)
+    for new, finished in batches(q, pacer):
+        got += new
+        if finished:
+            break
+        if finished_at is None:
+            time.sleep(0.6)                    # a slow render of the first snapshot
+            finished_at = len(produced)
+    assert got == list(range(50))
+    assert finished_at == 50                   # all events were produced while the page was busy
+
+
+def test_a_second_run_does_not_start_after_stop():
+    stop = threading.Event()
+    started = []
+
+    def first():
+        started.append("clasp")
+        stop.set()
+        yield "a"
+
+    def second():
+        started.append("vanilla")
+        yield "b"
+
+    got = [e for new, _ in batches(start_engine([first, second], stop), Pacer()) for e in new]
+    assert got == ["a"] and started == ["clasp"]
+
+
+def test_engine_errors_reach_the_page():
+    def broken():
+        yield 1
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        for _ in batches(start_engine([broken], threading.Event()), Pacer()):
+            pass
+
+
+def test_pacer_spaces_snapshots_by_their_cost():
+    p = Pacer(share=0.1, min_interval=0.2, heavy_share=0.02, heavy_min_interval=3.0)
+    assert p.due() and not p.heavy_due()
+    p.done(0.005, heavy=False)                 # a cheap snapshot: the minimum interval applies
+    assert 0.15 < p.wait() <= 0.2
+    p.done(0.1, heavy=False)                   # costlier ones are spaced to keep ~10% of the time
+    assert p.wait() > 0.3
+    t0 = time.perf_counter()
+    p.done(0.2, heavy=True)                    # a heavy snapshot: the next heavy one 10 s later
+    assert p.next_heavy - t0 >= 9.9
