@@ -27,7 +27,8 @@ from pathlib import Path
 import gradio as gr
 
 from clasp_core import trace
-from clasp_core.decoding import GenConfig, default_num_skip, generate
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from ui.compare import STRATEGIES, remember
@@ -191,8 +192,9 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
 
 
 def decode_seconds(prompt, model, cfg, key, history) -> int:
+    """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
     spec = (model or "").strip() or DEFAULT_SPEC
-    return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models)
+    return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models or cfg.strategy == "static")
 
 
 @on_gpu(duration=decode_seconds)
@@ -208,6 +210,9 @@ def decode(prompt, model, cfg, key, history):
         for line in loading:
             yield {V["status"]: line}
         lm = loading.model
+        if cfg.strategy == "static":
+            yield {V["status"]: "Finding the static skip set for this model and M: a search on calibration "
+                                "prompts, once (cached afterwards)…"}
         first = generate(lm, prompt, cfg, "clasp", stop_flag)       # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None

@@ -1,4 +1,11 @@
-"""Adaptive skipping ("auto"): pick M and K each round to maximise expected tokens per second.
+"""How much to draft each round: the user's fixed settings, or adaptive skipping ("auto").
+
+Both policies answer ``plan()`` -> (arm with M, K, predicted speed; arm None = a plain
+full-model step) and learn from ``observe()`` / ``observe_dp()``; the decoding loop never
+asks which one it has. ``FixedPolicy`` drafts K tokens with M skipped layers every round,
+stops a draft when its confidence falls below DET and chooses layers at the prefill.
+
+Auto picks M and K each round to maximise expected tokens per second.
 
 Everything is measured by the run itself, in units of one full-model step (c1):
 - r_d(M): cost of one draft step with M layers skipped, relative to c1;
@@ -15,6 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .metrics import DEFAULT_SKIP_FRACTION
 
 
 @dataclass
@@ -30,7 +40,35 @@ class Arm:
 
 
 @dataclass
+class FixedPolicy:
+    """The settings as given: M, K and DET every round, layer choice every LOI rounds."""
+
+    M: int
+    K: int
+    det: float
+    choose_at_prefill: ClassVar[bool] = True   # the first skip set comes from the prompt's last token
+
+    def __post_init__(self):
+        self.arm = Arm(self.M)
+
+    def plan(self) -> tuple[Arm, int, float]:
+        return self.arm, self.K, 1.0
+
+    def loi(self, base: int) -> int:
+        return base
+
+    def observe(self, arm: Arm | None, drafted: int, accepted: int, draft_steps: int, draft_s: float,
+                verify_s: float) -> None:
+        """Fixed settings learn nothing from a round."""
+
+    def observe_dp(self, seconds: float) -> None:
+        """Nor from the layer choice's cost."""
+
+
+@dataclass
 class AutoPolicy:
+    det: ClassVar[float] = 0.0                   # K replaces DET: drafts run to the planned length
+    choose_at_prefill: ClassVar[bool] = False   # layers are chosen only once drafting pays
     num_layers: int
     M_max: int
     K_max: int
@@ -45,7 +83,7 @@ class AutoPolicy:
     explore_trials: int = 4
 
     def __post_init__(self):
-        ms = sorted({max(1, round(f * self.num_layers)) for f in (0.2, 0.45)} | {self.M_max})
+        ms = sorted({max(1, round(f * self.num_layers)) for f in (0.2, DEFAULT_SKIP_FRACTION)} | {self.M_max})
         self.arms = [Arm(m) for m in ms if 1 <= m <= self.M_max]
 
     # ---- the model of costs --------------------------------------------------------------

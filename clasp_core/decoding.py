@@ -3,6 +3,10 @@
 ``generate`` validates everything first (clear ValueErrors), then returns the event iterator.
 Greedy CLaSp is token-identical to greedy decoding; at temperature > 0 the speculative
 sampling rule keeps the output distribution exactly the target's (see sampling.py).
+
+One CLaSp loop serves every way of choosing layers (``GenConfig.strategy``, see strategies.py)
+and both policies (fixed settings or auto, see auto.py): each round plans (M, K), drafts,
+verifies with the full model, and chooses layers again when the strategy says so.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from typing import Iterator
 
 import torch
 
-from .auto import AutoPolicy, head_share
-from .layer_dp import choose_skip_set
+from .auto import AutoPolicy, FixedPolicy, head_share
+from .detok import Detokenizer
+from .metrics import default_num_skip, dtype_name, tau
 from .model import LoadedModel
 from .runner import Runner
 from .sampling import greedy_accept, sample, speculative_accept, warp
+from .strategies import DP_STRATEGIES, STRATEGIES, Choice, make_strategy
 from .trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 METHODS = ("clasp", "vanilla")
@@ -26,6 +32,14 @@ METHODS = ("clasp", "vanilla")
 
 @dataclass
 class GenConfig:
+    """The settings of one run.
+
+    ``auto`` picks M <= num_skip per round from the DP's table (every m backtracks from it), so
+    it combines with the DP strategies only: ``clasp``, and ``clasp-once`` (the DP then runs once,
+    when auto first drafts). The fixed sets (static, early-exit, random) have one set for one M:
+    auto with them is a ValueError.
+    """
+
     num_skip: int | None = None     # M: layers the draft skips (None: about 45% of L)
     draft_len: int = 8              # K: most tokens drafted per round
     det: float = 0.7                # draft-exiting threshold on the draft's top-1 probability
@@ -35,6 +49,7 @@ class GenConfig:
     seed: int = 0
     max_new_tokens: int = 128
     auto: bool = False              # adapt M and K (and fall back to plain steps) from what the run sees
+    strategy: str = "clasp"         # how the skipped layers are chosen: one of STRATEGIES
 
     def resolved(self, num_layers: int) -> "GenConfig":
         """A copy with M filled in; raises ValueError on anything out of range."""
@@ -51,6 +66,11 @@ class GenConfig:
             (_num(self.top_p) and 0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1], got {self.top_p}"),
             (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
              f"max new tokens must be at least 1, got {self.max_new_tokens}"),
+            (self.strategy in STRATEGIES,
+             f"unknown layer-choice strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}"),
+            (not self.auto or self.strategy not in STRATEGIES or self.strategy in DP_STRATEGIES,
+             f"auto chooses M each round from the layer DP's table, so it works with the strategies "
+             f"{' and '.join(DP_STRATEGIES)} only, not {self.strategy!r}: turn auto off or pick one of those"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -60,11 +80,6 @@ class GenConfig:
 
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def default_num_skip(num_layers: int) -> int:
-    """About 45% of the layers (the paper finds 40-60% of L best)."""
-    return max(0, min(num_layers - 1, round(0.45 * num_layers)))
 
 
 # ---- prompt ------------------------------------------------------------------------------
@@ -96,7 +111,9 @@ def get_runner(lm: LoadedModel) -> Runner:
 def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = "clasp",
              stop: threading.Event | None = None, *, prompt_ids: list[int] | None = None,
              chat: bool = True) -> Iterator[Event]:
-    """Validate, then return the event iterator of one run (``method``: clasp | vanilla)."""
+    """Validate, then return the event iterator of one run (``method``: clasp | vanilla).
+
+    Every layer-choice strategy runs as method "clasp" (``cfg.strategy`` picks it)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     cfg = cfg.resolved(lm.num_layers)
@@ -119,6 +136,46 @@ def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = 
     return run.vanilla() if method == "vanilla" else run.clasp()
 
 
+# ---- what one round's parts return ---------------------------------------------------------
+@dataclass
+class Draft:
+    tokens: list[int]
+    q_rows: list[torch.Tensor]      # the draft's distribution at each drafted token
+    q_x: list[float]                # q(x) of each drafted token
+    steps: int                      # draft forwards run (one more than tokens when DET stopped it)
+    seconds: float
+
+
+@dataclass
+class Verdict:
+    accepted: int                   # drafted tokens accepted (a prefix)
+    next: int                       # the full model's own token after them
+    kind: str                       # "corrected" | "bonus"
+    p_x: list[float]                # p(x) of each drafted token under the full model
+    seconds: float
+    states: torch.Tensor | None     # per-layer states of the verified block, when layers are chosen next
+
+
+@dataclass
+class Totals:
+    """What the rounds add up to; Done is built from it."""
+
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    dp_s: float = 0.0
+    dp_calls: int = 0
+
+    def add_round(self, draft: Draft, verdict: Verdict) -> None:
+        self.rounds += 1
+        self.drafted += len(draft.tokens)
+        self.accepted += verdict.accepted
+        self.draft_s += draft.seconds
+        self.verify_s += verdict.seconds
+
+
 # ---- the loops ---------------------------------------------------------------------------
 class _Run:
     """State of one generation: output so far, clocks, counters."""
@@ -131,9 +188,10 @@ class _Run:
         self.greedy = cfg.temperature == 0
         self.gen = None if self.greedy else torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.out: list[int] = []
+        self.detok = Detokenizer(lm.tokenizer)
         self.paused = 0.0                   # time spent outside the engine, at a yield
         self.capture_s = 0.0
-        self.totals = dict(rounds=0, drafted=0, accepted=0, draft_s=0.0, verify_s=0.0, dp_s=0.0, dp_calls=0)
+        self.totals = Totals()
 
     # clocks and text
     def emit(self, event: Event) -> Iterator[Event]:
@@ -146,10 +204,6 @@ class _Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-    def piece(self, t: int) -> str:
-        tok = self.lm.tokenizer
-        return tok.decode([t]) if tok is not None else f"<{t}>"
 
     def ids(self, xs) -> torch.Tensor:
         return torch.tensor(xs, dtype=torch.long, device=self.device)
@@ -168,7 +222,11 @@ class _Run:
             return "stopped"
         return None
 
-    def prefill(self, hidden: bool):
+    def commit(self, tokens: list[int]) -> list[str]:
+        """Text pieces of tokens just added to the output (see detok.py); the last ones release all."""
+        return self.detok.push(tokens, final=self.finished() is not None)
+
+    def prefill(self, hidden: bool, params: dict):
         t0 = self.now()
         res = self.runner.forward(self.ids(self.prompt_ids), 0, hidden=hidden, last_only=True)
         logits, hs = res if hidden else (res, None)
@@ -176,30 +234,29 @@ class _Run:
         self.out.append(first)
         self.prefill_s = self.now() - t0
         self.t_start = t0
-        params = asdict(self.cfg) if self.method == "clasp" else dict(
+        params = {**(asdict(self.cfg) if self.method == "clasp" else dict(
             temperature=self.cfg.temperature, top_p=self.cfg.top_p, seed=self.cfg.seed,
-            max_new_tokens=self.cfg.max_new_tokens)
+            max_new_tokens=self.cfg.max_new_tokens)), **params}
         params["graph_capture_s"] = self.capture_s          # reported apart, never inside wall time
         ev = Prefill(method=self.method, model=self.lm.name, num_layers=self.runner.num_layers,
                      prompt_ids=list(self.prompt_ids), prompt_text=self.prompt_text, params=params,
-                     seconds=self.prefill_s, first_token=first, first_text=self.piece(first),
-                     device=str(self.device), dtype=str(self.runner.dtype).replace("torch.", ""))
+                     seconds=self.prefill_s, first_token=first, first_text=self.commit([first])[0],
+                     device=str(self.device), dtype=dtype_name(self.runner.dtype))
         return ev, hs
 
     def done(self, reason: str) -> Done:
         wall = self.now() - self.t_start - self.paused
-        t = self.totals
         n = len(self.out)
         tok = self.lm.tokenizer
         text = tok.decode(self.out, skip_special_tokens=True) if tok is not None else " ".join(map(str, self.out))
         return Done(method=self.method, new_tokens=n, output_ids=list(self.out), text=text, wall_s=wall,
                     decode_s=wall - self.prefill_s, prefill_s=self.prefill_s,
                     tokens_per_s=n / wall if wall > 0 else 0.0, stop_reason=reason,
-                    tau=(n - 1) / t["rounds"] if t["rounds"] else 0.0, **t)
+                    tau=tau(n, self.totals.rounds), tail_text=self.detok.flush(), **asdict(self.totals))
 
     # vanilla: one full forward per token
     def vanilla(self) -> Iterator[Event]:
-        ev, _ = self.prefill(hidden=False)
+        ev, _ = self.prefill(hidden=False, params={})
         yield from self.emit(ev)
         pos = len(self.prompt_ids)
         while (reason := self.finished()) is None:
@@ -207,70 +264,87 @@ class _Run:
             tok = self.pick(self.runner.forward(self.ids(self.out[-1:]), pos, last_only=True))
             self.out.append(tok)
             pos += 1
-            yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.piece(tok),
-                                      seconds=self.now() - t0))
+            seconds = self.now() - t0
+            yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.commit([tok])[0],
+                                      seconds=seconds))
         yield self.done(reason)
 
     # CLaSp: draft with the skip set, verify with the full model, re-choose the skip set
     def clasp(self) -> Iterator[Event]:
-        cfg = self.cfg
-        ev, hs = self.prefill(hidden=True)
+        cfg, M = self.cfg, self.cfg.num_skip
+        layers = make_strategy(cfg.strategy, cfg.seed)
+        params = layers.prepare(self.lm, M)                 # e.g. the static search: before any clock
+        policy = (AutoPolicy(self.runner.num_layers, M, cfg.draft_len, head_share(self.lm.model),
+                             prefill=None) if cfg.auto else FixedPolicy(M, cfg.draft_len, cfg.det))
+        at_prefill = policy.choose_at_prefill
+        ev, hs = self.prefill(hidden=at_prefill and layers.uses_dp, params=params)
+        if cfg.auto:
+            policy.prefill = (self.prefill_s, len(self.prompt_ids))
         yield from self.emit(ev)
         pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
-        policy = AutoPolicy(self.runner.num_layers, cfg.num_skip, cfg.draft_len,
-                            head_share(self.lm.model), prefill=(self.prefill_s, len(self.prompt_ids))) \
-            if cfg.auto else None
-        dp = None                           # auto runs the first DP only once it wants to draft
-        if policy is None:
-            dp, choice = self.choose_layers(hs[:, -1], pos - 1, 0, policy)
-            yield from self.emit(choice)
-        r = since_dp = 0
+        choice, planned, n_choices = None, None, 0
+        if at_prefill:
+            choice, planned = self.choose(layers, policy, hs[:, -1] if hs is not None else None, pos - 1)
+            yield from self.emit(self.layer_event(choice, planned, 0, pos - 1))
+            n_choices = 1
+        r = since = 0
         while (reason := self.finished()) is None:
-            arm, k_max, skip, det = self.plan(policy, dp)
-            first_dp = dp is None and arm is not None   # auto wants to draft: this plain step feeds the DP
-            if first_dp:
-                arm, k_max, skip = None, 0, frozenset()
-            drafted, q_rows, q_x, draft_s, steps = self.draft(pos, skip, k_max, det)
-            since_dp += 1
-            dp_due = first_dp or (dp is not None and since_dp >= (policy.loi(cfg.loi) if policy else cfg.loi)
-                                  and (policy is None or arm is not None))
-            t0 = self.now()
-            res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=dp_due)
-            logits, hs = res if dp_due else (res, None)
-            acc, nxt, kind, p_x = self.verify(drafted, q_rows, logits)
-            verify_s = self.now() - t0
+            arm, k_max, _ = planned or policy.plan()
+            planned = None
+            feed = choice is None and arm is not None   # auto wants to draft: this plain step feeds the first choice
+            if feed:
+                arm, k_max = None, 0
+            k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
+            skip = frozenset(choice.skip_for(arm.M)) if arm is not None and k_max > 0 else frozenset()
+            draft = self.draft(pos, skip, k_max, policy.det)
+            since += 1
+            again = feed or (arm is not None and layers.due(since, policy.loi(cfg.loi)))
+            verdict = self.verify(pos, draft, states=again and layers.uses_dp)
+            acc = verdict.accepted
             self.runner.rollback(pos + acc + 1)                  # keep the accepted, forget the rest
-            emitted = self.append(drafted[:acc] + [nxt])
-            self.count(len(drafted), acc, draft_s, verify_s)
-            if policy is not None:
-                policy.observe(arm, len(drafted), acc, steps, draft_s, verify_s)
+            emitted = self.append(draft.tokens[:acc] + [verdict.next])
+            self.totals.add_round(draft, verdict)
+            policy.observe(arm, len(draft.tokens), acc, draft.steps, draft.seconds, verdict.seconds)
+            drafted_text, next_text = self.round_texts(draft.tokens, acc, verdict.next, len(emitted))
             yield from self.emit(Round(
-                index=r, skip=sorted(skip) if k_max > 0 else [], drafted=drafted,
-                drafted_text=[self.piece(t) for t in drafted], draft_probs=q_x, target_probs=p_x, accepted=acc,
-                next_token=nxt, next_text=self.piece(nxt), next_kind=kind, emitted=emitted, draft_s=draft_s,
-                verify_s=verify_s, start=len(self.out) - len(emitted)))
+                index=r, skip=sorted(skip) if draft.steps else [], drafted=draft.tokens, drafted_text=drafted_text,
+                draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
+                next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
+                verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1))
             pos += acc + 1
             r += 1
-            if dp_due and self.finished() is None:
-                dp, choice = self.choose_layers(hs[:, acc], pos - 1, r, policy)
-                since_dp = 0
-                yield from self.emit(choice)
+            if again and self.finished() is None:
+                xs = verdict.states[:, acc] if verdict.states is not None else None
+                choice, planned = self.choose(layers, policy, xs, pos - 1)
+                since = 0
+                yield from self.emit(self.layer_event(choice, planned, r, pos - 1))
+                n_choices += 1
         yield self.done(reason)
 
-    def plan(self, policy, dp):
-        """(auto arm or None, K for this round, skip set, DET) — fixed settings unless auto."""
-        cfg = self.cfg
-        arm, k_max, skip, det = None, cfg.draft_len, frozenset(dp.skip if dp else ()), cfg.det
-        if policy is not None:              # auto: M and K from measured costs; K replaces DET
-            arm, k_max, _ = policy.plan()
-            skip, det = (frozenset(dp.skip_for(arm.M)) if arm and dp else frozenset()), 0.0
-        return arm, min(k_max, cfg.max_new_tokens - len(self.out) - 1), skip, det
+    def choose(self, layers, policy, xs: torch.Tensor | None, p: int):
+        """Choose layers, then plan the next round at once, so its event can tell the set it drafts with."""
+        choice = layers.choose(self.runner, xs, p, self.cfg.num_skip)
+        if choice.dp is not None:
+            self.totals.dp_s += choice.seconds
+            self.totals.dp_calls += 1
+            policy.observe_dp(choice.seconds)
+        return choice, policy.plan()
 
-    def draft(self, pos: int, skip: frozenset, k_max: int, det: float):
+    def layer_event(self, choice: Choice, planned, round_index: int, p: int) -> LayerChoice:
+        """The set the next round drafts with: skip_for(arm.M), or the full-M set if it is a plain step."""
+        arm = planned[0]
+        m = arm.M if arm is not None else self.cfg.num_skip
+        skip, path = choice.for_m(m)
+        dp = choice.dp
+        return LayerChoice(round=round_index, position=p, skip=skip, D=dp.D if dp else [], path=path,
+                           seconds=choice.seconds, num_skip=m, strategy=choice.strategy,
+                           flags=dp.flags if dp else None)
+
+    def draft(self, pos: int, skip: frozenset, k_max: int, det: float) -> Draft:
         """Up to k_max tokens from the layer-skipping draft; stops when its top-1 prob < DET."""
         cfg = self.cfg
         t0 = self.now()
-        drafted, q_rows, q_x = [], [], []
+        tokens, q_rows, q_x = [], [], []
         cur = self.out[-1]
         steps = 0
         for k in range(max(0, k_max)):
@@ -286,27 +360,30 @@ class _Run:
                 conf = float(q.max())
             if conf < det:
                 break
-            drafted.append(tok)
+            tokens.append(tok)
             q_rows.append(q)
             q_x.append(float(q[tok]))
             if tok in self.eos:
                 break
             cur = tok
-        return drafted, q_rows, q_x, self.now() - t0, steps
+        return Draft(tokens, q_rows, q_x, steps, self.now() - t0)
 
-    def verify(self, drafted, q_rows, logits):
-        """Accepted count, next token, its kind, and p(x) of each drafted token."""
-        k = len(drafted)
+    def verify(self, pos: int, draft: Draft, states: bool) -> Verdict:
+        """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""
+        t0 = self.now()
+        drafted, k = draft.tokens, len(draft.tokens)
+        res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=states)
+        logits, hs = res if states else (res, None)
         if self.greedy:
             acc, nxt, kind = greedy_accept(drafted, logits.argmax(-1).tolist())
             p_x = (torch.softmax(logits[:k].float(), -1)[torch.arange(k), self.ids(drafted)].tolist()
                    if k else [])
-            return acc, nxt, kind, p_x
-        p = warp(logits, self.cfg.temperature, self.cfg.top_p)
-        q = torch.stack(q_rows) if k else p[:0]
-        acc, nxt, kind = speculative_accept(drafted, q, p, self.gen)
-        p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
-        return acc, nxt, kind, p_x
+        else:
+            p = warp(logits, self.cfg.temperature, self.cfg.top_p)
+            q = torch.stack(draft.q_rows) if k else p[:0]
+            acc, nxt, kind = speculative_accept(drafted, q, p, self.gen)
+            p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
+        return Verdict(acc, nxt, kind, p_x, self.now() - t0, hs)
 
     def append(self, tokens: list[int]) -> list[int]:
         """Add a round's tokens to the output, cut after EOS and at max_new_tokens."""
@@ -320,20 +397,14 @@ class _Run:
                 break
         return emitted
 
-    def count(self, drafted: int, accepted: int, draft_s: float, verify_s: float) -> None:
-        t = self.totals
-        t["rounds"] += 1
-        t["drafted"] += drafted
-        t["accepted"] += accepted
-        t["draft_s"] += draft_s
-        t["verify_s"] += verify_s
-
-    def choose_layers(self, xs: torch.Tensor, p: int, round_index: int, policy=None):
-        M = self.cfg.num_skip
-        res = choose_skip_set(self.runner, xs, p, M)
-        self.totals["dp_s"] += res.seconds
-        self.totals["dp_calls"] += 1
-        if policy is not None:
-            policy.observe_dp(res.seconds)
-        return res, LayerChoice(round=round_index, position=p, skip=res.skip, D=res.D, path=res.path,
-                                seconds=res.seconds, num_skip=M)
+    def round_texts(self, drafted: list[int], acc: int, nxt: int, n_emitted: int) -> tuple[list[str], str]:
+        """Pieces of the drafted tokens and of the next token: committed where emitted, else peeked
+        after the accepted prefix (a rejected draft's text is never part of the output)."""
+        kept = min(acc, n_emitted)
+        last = n_emitted == kept                         # no next token: the accepted drafts end the output
+        done = self.finished() is not None
+        texts = self.detok.push(drafted[:kept], final=done and last)
+        texts += self.detok.peek(drafted[kept:])
+        if not last:
+            return texts, self.detok.push([nxt], final=done)[0]
+        return texts, self.detok.peek(drafted[kept:acc] + [nxt])[-1]

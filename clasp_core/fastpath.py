@@ -14,7 +14,6 @@ import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 BUCKETS = (1, 2, 4, 8, 16, 32)
 
@@ -31,7 +30,7 @@ def buckets_upto(max_T: int) -> tuple[int, ...]:
 
 
 class StaticSteps:
-    """Static buffers and graphs for one Runner; the cache tensors are the Runner's own."""
+    """Static buffers and graphs for one Runner; the KV cache is the Runner's own."""
 
     def __init__(self, runner, use_graphs: bool):
         self.r = runner
@@ -48,8 +47,8 @@ class StaticSteps:
         """The static inputs of bucket T; the graphs read these very tensors on every replay."""
         if T not in self.bufs:
             r, dev = self.r, self.r.device
-            mask = torch.zeros(1, 1, T, self.capacity, device=dev, dtype=torch.bool)
-            mask[..., 0] = True      # never a row that sees nothing (the warm-up before a capture reads it)
+            mask = torch.zeros(T, self.capacity, device=dev, dtype=torch.bool)
+            mask[:, 0] = True      # never a row that sees nothing (the warm-up before a capture reads it)
             self.bufs[T] = dict(
                 x=torch.zeros(1, T, r.hidden, device=dev, dtype=r.dtype),
                 cos=torch.zeros(1, T, r.head_dim, device=dev, dtype=r.dtype),
@@ -75,22 +74,14 @@ class StaticSteps:
         cos, sin = r.rotary(b["x"], pos[None])
         b["cos"].copy_(cos)
         b["sin"].copy_(sin)
-        torch.le(self.cols[None, :], pos[:, None], out=b["mask"][0, 0])   # row t sees slots <= its position
+        torch.le(self.cols[None, :], pos[:, None], out=b["mask"])   # row t sees slots <= its position
         return b
 
     # ---- one layer on the static buffers ---------------------------------------------------
     def layer_step(self, i: int, T: int) -> None:
-        r, b = self.r, self.buffers(T)
-        layer = r.layers[i]
-        att = layer.self_attn
-        x = b["x"]
-        q, k, v = r._attend(i, att, layer.input_layernorm(x), b["cos"], b["sin"])
-        r.k[i].index_copy_(2, b["pos"], k)
-        r.v[i].index_copy_(2, b["pos"], v)
-        o = F.scaled_dot_product_attention(q, r.k[i], r.v[i], attn_mask=b["mask"], scale=att.scaling,
-                                           enable_gqa=r.n_kv != r.n_heads)
-        h = x + r._out(i, att, o.transpose(1, 2).reshape(1, T, -1))
-        x.copy_(h + r._mlp(i, layer, layer.post_attention_layernorm(h)))
+        """Layer i on bucket T's buffers, in place: the Runner's layer step over the whole cache."""
+        b = self.buffers(T)
+        b["x"].copy_(self.r.layer_step(i, b["x"], b["cos"], b["sin"], b["pos"], b["mask"]))
 
     def run_layer(self, i: int, T: int) -> None:
         g = self.graphs.get((i, T)) if self.use_graphs else None
@@ -110,7 +101,7 @@ class StaticSteps:
         saved first and put back after: capturing leaves no trace in the run's state."""
         t0 = time.perf_counter()
         b = self.buffers(T)
-        state = [*b.values(), self.r.k[i], self.r.v[i]]
+        state = [*b.values(), *self.r.cache.view(i)]
         saved = [t.clone() for t in state]
         g = None
         try:

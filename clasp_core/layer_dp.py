@@ -22,11 +22,11 @@ class DPResult:
     D: list[list[float | None]]     # (L+1) x (M+1)
     path: list[list[int]]           # cells [i, j] from (L, M) down to (0, 0)
     seconds: float
-    skipped_here: list[list[bool]] | None = None   # g(i, j) came from "skip layer i-1"
+    flags: list[list[bool]]         # (L+1) x (M+1); g(i, j) came from "skip layer i-1"
 
     def skip_for(self, m: int) -> list[int]:
         """The best skip set with m <= M layers: the same table, backtracked from (L, m)."""
-        return backtrack(self.skipped_here, len(self.skipped_here) - 1, m)[0]
+        return backtrack(self.flags, len(self.flags) - 1, m)[0]
 
 
 def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
@@ -67,16 +67,17 @@ def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResul
         D_t[i, :top + 1] = torch.cat(sims)
         skip_t[i, 1:top + 1] = take
     D = [[None if v != v else v for v in row] for row in D_t.tolist()]      # NaN: no such cell
-    skipped_here = skip_t.tolist()
-    skip, path = backtrack(skipped_here, L, M)
-    return DPResult(skip=skip, D=D, path=path, seconds=time.perf_counter() - t0, skipped_here=skipped_here)
+    flags = skip_t.tolist()
+    skip, path = backtrack(flags, L, M)
+    return DPResult(skip=skip, D=D, path=path, seconds=time.perf_counter() - t0, flags=flags)
 
 
-def backtrack(skipped_here: list[list[bool]], L: int, M: int) -> tuple[list[int], list[list[int]]]:
+def backtrack(flags: list[list[bool]], L: int, M: int) -> tuple[list[int], list[list[int]]]:
+    """(skip set, path of cells from (L, M) down to (0, 0)) read from the DP's skip flags."""
     i, j = L, M
     skip, path = [], [[i, j]]
     while i > 0:
-        if j > 0 and skipped_here[i][j]:
+        if j > 0 and flags[i][j]:
             skip.append(i - 1)
             j -= 1
         i -= 1

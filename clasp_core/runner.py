@@ -1,10 +1,9 @@
 """Layer-wise forward over a preallocated KV cache, with a skip set.
 
-gpt-fast style: one K and one V buffer per layer, allocated once and indexed by position.
-The cache's valid length is a plain integer: rolling back rejected draft tokens is moving
-it back (slots past it are overwritten before anything reads them). The model's own modules
-(projections, norms, MLP, rotary embedding, ``apply_rotary_pos_emb``) do the math; this file
-only decides which layers run, where K/V go and who may attend to whom.
+The model's own modules (projections, norms, MLP, rotary embedding, ``apply_rotary_pos_emb``)
+do the math; this file only decides which layers run, where K/V go (kvcache.py) and who may
+attend to whom. Every decoder-layer call goes through one function, ``layer_step``: the
+ordinary forward, the layer DP's candidates and the static-shape fast path (fastpath.py).
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .fastpath import BUCKETS, StaticSteps, bucket_for
+from .kvcache import KVCache
 from .packed import Packed, want_packed
 
 
@@ -40,10 +40,7 @@ class Runner:
         self.device, self.dtype = p.device, p.dtype
         self.layer_devices = [layer_device(l, self.device) for l in self.layers]
         self.spread = len(set(self.layer_devices)) > 1      # split over GPUs by an accelerate device_map
-        self.k: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
-        self.capacity = 0
-        self.length = 0          # number of valid (verified, full-model) cache slots
+        self.cache = KVCache(self.n_kv, self.head_dim, self.dtype, self.layer_devices)
         if static is None:
             static = self.device.type == "cuda" and os.environ.get("CLASP_CUDA_GRAPHS", "1") != "0"
         self.static = static and not self.spread
@@ -54,19 +51,25 @@ class Runner:
             self.allocate(capacity)
 
     # ---- cache -------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.cache.capacity
+
+    @property
+    def length(self) -> int:
+        """Number of valid (verified, full-model) cache slots."""
+        return self.cache.length
+
+    @length.setter
+    def length(self, n: int) -> None:
+        self.cache.length = n
+
     def allocate(self, capacity: int) -> None:
-        """Make room for ``capacity`` positions; reuses the buffers when they are big enough."""
-        self.length = 0
-        if capacity <= self.capacity:
-            return
-        if self.static:  # static buffers span the whole cache: leave room for padded blocks, round up
-            capacity = -(-(capacity + BUCKETS[-1]) // 256) * 256
-        shape = (1, self.n_kv, capacity, self.head_dim)
-        self.k = [torch.zeros(shape, device=d, dtype=self.dtype) for d in self.layer_devices]
-        self.v = [torch.zeros_like(k) for k in self.k]
-        self.capacity = capacity
-        if self.static:  # graphs hold the old cache tensors: start afresh (capture_s keeps counting)
-            spent = self.capture_s
+        """Make room for ``capacity`` positions (empties the cache); reuses the buffers when big enough."""
+        if self.static and capacity > self.cache.capacity:
+            capacity = -(-(capacity + BUCKETS[-1]) // 256) * 256   # static buffers span the whole cache:
+        if self.cache.allocate(capacity) and self.static:          # room for padded blocks, rounded up
+            spent = self.capture_s      # graphs hold the old cache tensors: start afresh, keep counting
             self.fast = StaticSteps(self, use_graphs=True)
             self.fast.capture_s = spent
 
@@ -88,8 +91,7 @@ class Runner:
 
     def rollback(self, length: int) -> None:
         """Forget every slot from ``length`` on (free: nothing is copied)."""
-        assert 0 <= length <= self.length
-        self.length = length
+        self.cache.rollback(length)
 
     # ---- forward -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -108,25 +110,24 @@ class Runner:
             raise ValueError(f"context of {end} tokens exceeds the cache ({self.capacity})")
         if self.fast is not None and start > 0 and bucket_for(T) is not None:
             out = self.fast.forward(ids, start, skip, hidden, last_only)
-            self.length = end
+            self.cache.length = end
             return out
         x = self.embed(ids)[None]
-        pos = torch.arange(start, end, device=x.device)[None]
-        cos, sin = self.rotary(x, pos)
-        mask = None                  # one new token sees everything: no mask
+        at = torch.arange(start, end, device=x.device)
+        cos, sin = self.rotary(x, at[None])
+        mask = None                  # one new token sees everything; a prompt from 0: the causal kernel
         if T > 1 and start > 0:      # a block after a prefix: causal within it, the prefix visible
-            cols = torch.arange(end, device=x.device)
-            mask = cols[None, :] <= (pos[0, :, None])
+            mask = torch.arange(end, device=x.device)[None, :] <= at[:, None]
         rows = slice(T - 1, T) if last_only else slice(None)   # the DP wants the last token's states only
         hs = [x[0, rows]] if hidden else None
-        for i, layer in enumerate(self.layers):
+        for i in range(self.num_layers):
             if i not in skip:
                 if self.spread and x.device != self.layer_devices[i]:
-                    x, cos, sin, mask = move(self.layer_devices[i], x, cos, sin, mask)
-                x = self._layer(i, layer, x, cos, sin, start, end, mask)
+                    x, cos, sin, at, mask = move(self.layer_devices[i], x, cos, sin, at, mask)
+                x = self.layer_step(i, x, cos, sin, at, mask, end)
             if hidden:
                 hs.append(x[0, rows])
-        self.length = end
+        self.cache.length = end
         y = x[:, -1:] if last_only else x
         if self.spread:
             y = y.to(self.norm.weight.device)
@@ -134,17 +135,18 @@ class Runner:
         logits = self.head(self.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits
 
-    # ---- the projections: the modules' own, or their packed copies for short blocks on a CPU ----
-    def _packed(self, T: int) -> Packed | None:
-        return self.packed if self.packed is not None and T <= self.packed.max_tokens else None
+    # ---- one decoder layer -------------------------------------------------------------------
+    def layer_step(self, i: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, at: torch.Tensor,
+                   mask: torch.Tensor | None = None, end: int | None = None) -> torch.Tensor:
+        """Decoder layer i on hidden states x [1, T, d] (rotary cos/sin of their positions).
 
-    def head(self, y: torch.Tensor) -> torch.Tensor:
-        pk = self._packed(y.shape[1])
-        return pk.lm_head(y) if pk else self.lm_head(y)
-
-    def _attend(self, i, att, h, cos, sin):
-        T = h.shape[1]
-        pk = self._packed(T)
+        Writes the layer's K/V at cache slots ``at`` ([T]) and attends over slots [0, end) (the
+        whole cache with None) under ``mask`` ([T, end] bool, True = may attend; None: one token
+        sees every slot, several are a causal block from slot 0). Returns the layer's output."""
+        layer, att = self.layers[i], self.layers[i].self_attn
+        T = x.shape[1]
+        pk = self.packed if self.packed is not None and T <= self.packed.max_tokens else None
+        h = layer.input_layernorm(x)
         q, k, v = pk.qkv(i, h) if pk else (att.q_proj(h), att.k_proj(h), att.v_proj(h))
         q = q.view(1, T, -1, self.head_dim)
         k = k.view(1, T, -1, self.head_dim)
@@ -152,26 +154,18 @@ class Runner:
         if hasattr(att, "q_norm"):  # Qwen3 normalises q and k per head
             q, k = att.q_norm(q), att.k_norm(k)
         q, k = self.apply_rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
-        return q, k, v
+        K, V = self.cache.update(i, at, k, v, end)
+        o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, is_causal=mask is None and T > 1,
+                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
+        o = o.transpose(1, 2).reshape(1, T, -1)
+        x = x + (pk.o(i, o) if pk else att.o_proj(o))
+        h = layer.post_attention_layernorm(x)
+        return x + (pk.mlp(i, h) if pk else layer.mlp(h))
 
-    def _out(self, i, att, o):
-        pk = self._packed(o.shape[1])
-        return pk.o(i, o) if pk else att.o_proj(o)
-
-    def _mlp(self, i, layer, h):
-        pk = self._packed(h.shape[1])
-        return pk.mlp(i, h) if pk else layer.mlp(h)
-
-    def _layer(self, i, layer, x, cos, sin, start, end, mask):
-        att = layer.self_attn
-        q, k, v = self._attend(i, att, layer.input_layernorm(x), cos, sin)
-        self.k[i][:, :, start:end] = k
-        self.v[i][:, :, start:end] = v
-        causal = mask is None and start == 0 and end > 1     # a prompt from position 0: the fused causal kernel
-        o = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], attn_mask=mask,
-                                           is_causal=causal, scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
-        x = x + self._out(i, att, o.transpose(1, 2).reshape(1, x.shape[1], -1))
-        return x + self._mlp(i, layer, layer.post_attention_layernorm(x))
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        """The LM head (its packed copy for short blocks on a CPU)."""
+        pk = self.packed is not None and y.shape[1] <= self.packed.max_tokens
+        return self.packed.lm_head(y) if pk else self.lm_head(y)
 
     # ---- the DP's packed layer call ----------------------------------------------------
     @torch.inference_mode()
@@ -184,23 +178,17 @@ class Runner:
         are never kept: the next write overwrites them.
         """
         C = cand.shape[0]
-        if p + 1 + C > self.capacity:
-            raise ValueError("cache too small for the layer DP's candidates")
-        layer, att = self.layers[i], self.layers[i].self_attn
-        x = cand[None].to(self.layer_devices[i]) if self.spread else cand[None]
-        cos, sin = self.rotary(x, torch.full((1, C), p, device=x.device))
-        q, k, v = self._attend(i, att, layer.input_layernorm(x), cos, sin)
         lo, hi = p + 1, p + 1 + C
-        self.k[i][:, :, lo:hi] = k
-        self.v[i][:, :, lo:hi] = v
-        mask = torch.zeros(C, hi, dtype=torch.bool, device=x.device)
+        if hi > self.capacity:
+            raise ValueError("cache too small for the layer DP's candidates")
+        dev = self.layer_devices[i]
+        x = cand[None].to(dev)
+        cos, sin = self.rotary(x, torch.full((1, C), p, device=dev))
+        mask = torch.zeros(C, hi, dtype=torch.bool, device=dev)
         mask[:, :p] = True
-        mask[:, lo:hi] = torch.eye(C, dtype=torch.bool, device=x.device)
-        o = F.scaled_dot_product_attention(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], attn_mask=mask,
-                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
-        x = x + self._out(i, att, o.transpose(1, 2).reshape(1, C, -1))
-        out = (x + self._mlp(i, layer, layer.post_attention_layernorm(x)))[0]
-        return out.to(self.device) if self.spread else out
+        mask[:, lo:hi] = torch.eye(C, dtype=torch.bool, device=dev)
+        out = self.layer_step(i, x, cos, sin, torch.arange(lo, hi, device=dev), mask, hi)[0]
+        return out.to(self.device)
 
 
 def move(device: torch.device, *tensors):

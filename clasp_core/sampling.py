@@ -48,11 +48,15 @@ def speculative_accept(draft: list[int], q: torch.Tensor, p: torch.Tensor,
         ok = (u * qx < px).tolist()  # u < p/q, written without dividing by q
         for i in range(k):
             if not ok[i]:
-                residual = (p[i] - q[i]).clamp_min(0.0)
-                total = float(residual.sum())
-                nxt = sample(residual / total, gen) if total > 0 else sample(p[i], gen)
-                return i, nxt, "corrected"
+                return i, sample(residual(p[i], q[i]), gen), "corrected"
     return k, sample(p[k], gen), "bonus"
+
+
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """norm(max(0, p - q)): what a rejected draft token is replaced from (p where q covers p nowhere less)."""
+    r = (p - q).clamp_min(0.0)
+    total = float(r.sum())
+    return r / total if total > 0 else p
 
 
 def greedy_accept(draft: list[int], target: list[int]) -> tuple[int, int, str]:

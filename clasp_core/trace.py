@@ -5,8 +5,15 @@ This is the contract between the engine and everything that shows or sums its wo
 ``to_dict``/``event_from_dict`` round-trip it through plain JSON types, so a trace file
 can be replayed without a model.
 
-Token texts travel with the ids (``*_text`` fields), decoded one token at a time, so a
-viewer never needs the tokenizer.
+Token texts travel with the ids (``*_text`` fields), so a viewer never needs the tokenizer.
+They are decoded incrementally (detok.py): a token that ends inside a character (byte-level
+BPE splits CJK, emoji, accents) has the piece "" and the token completing it carries the whole
+character. The pieces of the emitted tokens (Prefill.first_text, Step.text, and in each Round
+drafted_text[:accepted] and next_text where emitted) followed by Done.tail_text concatenate to
+exactly ``tokenizer.decode(output_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)``:
+special tokens such as the EOS keep their text there; Done.text drops them. Pieces of tokens
+that were not emitted (rejected drafts) are the text they would have added after the accepted
+prefix of their round.
 """
 from __future__ import annotations
 
@@ -39,17 +46,23 @@ class Prefill:
 
 @dataclass
 class LayerChoice:
-    """The layer DP ran and chose the skip set used from round ``round`` on."""
+    """The layers were chosen (by the DP, or another strategy) for the rounds from ``round`` on.
+
+    ``skip``, ``path`` and ``num_skip`` describe the set round ``round`` really drafts with: with
+    auto that is the DP's set for the M auto planned (backtracked from the same table), and where
+    that round is a plain full-model step, the set for the largest M (GenConfig.num_skip). Later
+    rounds may use another m of the same table: each Round.skip is the set it used.
+    """
 
     round: int                     # index of the first round that drafts with this skip set
     position: int                  # position p of the token whose hidden states fed the DP
-    skip: list[int]                # chosen layers to skip (sorted, 0-based), exactly M of them
-    D: list[list[float | None]]    # (L+1) x (M+1); D[i][j] = cos(g(i,j), x_i); None where undefined
-    path: list[list[int]]          # backtracked cells [i, j] from (L, M) down to (0, 0)
-    seconds: float
-    num_skip: int = 0              # M in force for this choice (the auto mode may change it)
-    strategy: str = "clasp"        # how the layers were chosen
-    flags: list[list[bool]] | None = None   # DP only: g(i, j) came from "skip layer i-1" (any M's set)
+    skip: list[int]                # layers to skip (sorted, 0-based), num_skip of them
+    D: list[list[float | None]]    # (L+1) x (M+1); D[i][j] = cos(g(i,j), x_i); None where undefined; [] without DP
+    path: list[list[int]]          # backtracked cells [i, j] from (L, num_skip) down to (0, 0); [] without DP
+    seconds: float                 # time the run spent choosing (an offline search is not in it)
+    num_skip: int = 0              # the m of ``skip`` (auto may draft with fewer layers skipped than M)
+    strategy: str = "clasp"        # clasp | clasp-once | static | early-exit | random
+    flags: list[list[bool]] | None = None   # (L+1) x (M+1): g(i, j) came from "skip layer i-1"; None without DP
     kind: str = "layer_choice"
 
 
@@ -71,8 +84,8 @@ class Round:
     draft_s: float
     verify_s: float
     start: int                     # output index of the round's first emitted token
-    k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: not recorded)
-    choice: int = -1               # index (in this run) of the LayerChoice in force
+    k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: an older trace)
+    choice: int = -1               # index (within this run) of the LayerChoice in force; -1 before the first
     kind: str = "round"
 
 
@@ -108,6 +121,7 @@ class Done:
     verify_s: float = 0.0
     dp_s: float = 0.0
     dp_calls: int = 0
+    tail_text: str = ""            # text held back at the end (a run stopped inside a character)
     kind: str = "done"
 
 

@@ -1,13 +1,11 @@
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BENCH = ROOT.parent / "shared" / "bench" / "specbench-dev.jsonl"
 
 torch.set_num_threads(max(1, torch.get_num_threads()))

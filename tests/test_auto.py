@@ -68,8 +68,13 @@ def test_auto_runs_its_first_dp_only_when_it_wants_to_draft(tiny, monkeypatch):
     kinds = [type(e).__name__ for e in events]
     assert kinds[:5] == ["Prefill", "Round", "Round", "LayerChoice", "Round"]
     first = next(e for e in events if isinstance(e, LayerChoice))
-    assert first.round == 2 and len(first.skip) == 3
     rounds = [e for e in events if isinstance(e, Round)]
     assert rounds[0].drafted == rounds[1].drafted == [] and rounds[2].drafted
+    assert [r.k_max for r in rounds[:3]] == [0, 0, 3] and [r.choice for r in rounds[:3]] == [-1, -1, 0]
     assert len(rounds[2].skip) == 1                            # the 0.2 L arm of a 6-layer model: M = 1
+    # the event tells the set that round really drafted with (not the one backtracked for M = 3),
+    # and its path in the D table ends in that set's column
+    assert first.round == 2 and first.skip == rounds[2].skip and first.num_skip == 1
+    assert first.path[0] == [6, 1] and first.path[-1] == [0, 0] and first.flags is not None
+    assert len(first.D[0]) == 4                                # the table still spans M = 0..3
     assert events[-1].output_ids == hf_greedy(tiny, 40)

@@ -1,14 +1,17 @@
 """Decoding loops on tiny random models: lossless greedy, the sampling rule, bad input."""
+import itertools
+import math
 import threading
 
 import pytest
 import torch
 
-from clasp_core import trace
+from clasp_core import sampling, trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from clasp_core.sampling import greedy_accept, speculative_accept, warp
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
+from tests.conftest import tiny_llama
 
 PROMPT = [1, 5, 17, 3, 44, 60, 8]
 
@@ -104,8 +107,6 @@ def test_speculative_sampling_reproduces_the_target_distribution():
     expected = p * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.5                      # chi-square, 5 dof, p = 0.001
-    # and it does accept often where q covers p: the rate is sum(min(p, q))
-    assert counts.sum() == n
 
 
 def test_speculative_acceptance_rate_is_overlap_of_p_and_q():
@@ -134,6 +135,78 @@ def test_sampled_run_end_to_end(tiny):
     assert a[-1].drafted > 0
     same = run(tiny, num_skip=0, temperature=0.8, seed=3)[-1]
     assert same.accepted == same.drafted                   # p == q: every draft is accepted
+
+
+# ---- end to end: the sampled output of whole CLaSp runs is distributed as the full model's ----
+class TestSampledRunsAreExact:
+    """A 4-token vocabulary: the exact joint law of the first three new tokens by enumeration
+    (full-model probabilities, same warp), against many seeded CLaSp runs that draft two tokens
+    a round with most layers skipped, so drafts are often rejected and replaced."""
+
+    V, T, P = 4, 1.0, [1, 3, 0, 3]
+
+    @pytest.fixture(scope="class")
+    def lm(self):
+        model = tiny_llama(layers=6, seed=1, vocab=self.V)
+        with torch.no_grad():
+            model.lm_head.weight.mul_(2.0)          # peaked enough that the skipping draft often misses
+        model.generation_config.eos_token_id = None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)                    # tiny matrices: one thread is several times faster
+        yield from_modules(model, name="tiny-4")
+        torch.set_num_threads(threads)
+
+    def exact_joint(self, model) -> dict[tuple, float]:
+        n = len(self.P)
+        pairs = list(itertools.product(range(self.V), repeat=2))
+        with torch.no_grad():
+            p = warp(model(torch.tensor([self.P + list(c) for c in pairs])).logits, self.T)
+        return {(a, b, c): float(row[n - 1, a] * row[n, b] * row[n + 1, c])
+                for (a, b), row in zip(pairs, p) for c in range(self.V)}
+
+    def sample_runs(self, lm, n):
+        counts, rejected, multi = {}, 0, 0
+        for seed in range(n):
+            cfg = GenConfig(num_skip=5, draft_len=3, det=0.0, loi=1, temperature=self.T, seed=seed, max_new_tokens=4)
+            events = list(generate(lm, None, cfg, "clasp", prompt_ids=self.P))
+            key = tuple(events[-1].output_ids[:3])
+            counts[key] = counts.get(key, 0) + 1
+            rounds = [e for e in events if isinstance(e, Round)]
+            rejected += sum(len(r.drafted) - r.accepted for r in rounds)
+            multi += len(rounds[0].drafted) >= 2
+        return counts, rejected, multi
+
+    @staticmethod
+    def chi_square(joint, counts, n) -> tuple[float, float]:
+        """(statistic, critical value at p = 0.001); the rarest cells are pooled until each expects >= 5."""
+        bins, o, e = [], 0, 0.0
+        for cell in sorted(joint, key=joint.get):
+            o, e = o + counts.get(cell, 0), e + joint[cell] * n
+            if e >= 5:
+                bins.append((o, e))
+                o, e = 0, 0.0
+        if e:
+            last = bins.pop()
+            bins.append((last[0] + o, last[1] + e))
+        stat = sum((o - e) ** 2 / e for o, e in bins)
+        k = len(bins) - 1                            # Wilson-Hilferty: the chi-square quantile, z = 3.09
+        return stat, k * (1 - 2 / (9 * k) + 3.09 * math.sqrt(2 / (9 * k))) ** 3
+
+    def test_matches_the_exact_distribution(self, lm):
+        n = 400
+        counts, rejected, multi = self.sample_runs(lm, n)
+        assert multi == n and rejected > n / 4           # two-token drafts, really rejected
+        stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
+        assert stat < crit
+
+    def test_a_wrong_residual_is_caught(self, lm, monkeypatch):
+        """Positive control: replace a rejected draft from p instead of norm(max(0, p - q))."""
+        monkeypatch.setattr(sampling, "residual", lambda p, q: p)
+        n = 300
+        counts, rejected, _ = self.sample_runs(lm, n)
+        assert rejected > n / 4
+        stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
+        assert stat > crit
 
 
 # ---- bad input --------------------------------------------------------------------------

@@ -10,20 +10,26 @@ from clasp_core.runner import Runner
 from tests.conftest import tiny_llama
 
 
-def setup(layers=6, ids=(3, 14, 15, 9, 26, 5)):
+IDS = [3, 14, 15, 9, 26, 5]
+
+
+def setup(layers=6, ids=IDS):
     model = tiny_llama(layers=layers)
     runner = Runner(model, capacity=64)
     _, hs = runner.forward(torch.tensor(ids), 0, hidden=True)
     return model, runner, hs[:, -1], len(ids) - 1
 
 
-def draft_state(runner, xs, p, skip):
-    """The state after all layers with ``skip`` skipped, computed candidate by candidate."""
-    h = xs[0:1]
-    for i in range(runner.num_layers):
-        if i not in skip:
-            h = runner.layer_candidates(i, h, p)
-    return h[0]
+def draft_state(runner, skip, ids=IDS):
+    """The draft's last state x_L for the last token, by the ordinary forward with ``skip`` (not the
+    DP's packed candidates): roll the cache back before that token and run it again, then put the
+    full model's K/V back in its slot."""
+    p, last = len(ids) - 1, torch.tensor(ids[-1:])
+    runner.rollback(p)
+    _, hs = runner.forward(last, p, frozenset(skip), hidden=True)
+    runner.rollback(p)
+    runner.forward(last, p)
+    return hs[-1, -1]
 
 
 @pytest.mark.parametrize("M", [0, 1, 2, 3, 5])
@@ -47,7 +53,7 @@ def test_dp_table_entry_matches_the_backtracked_draft_state():
     _, runner, xs, p = setup()
     L, M = runner.num_layers, 3
     res = choose_skip_set(runner, xs, p, M)
-    h = draft_state(runner, xs, p, set(res.skip))
+    h = draft_state(runner, res.skip)
     cos = F.cosine_similarity(h, xs[L], dim=0).item()
     assert res.D[L][M] == pytest.approx(cos, abs=1e-4)
 
@@ -56,7 +62,7 @@ def test_dp_is_close_to_exhaustive_search_and_never_beats_it():
     _, runner, xs, p = setup(layers=6)
     L, M = runner.num_layers, 2
     res = choose_skip_set(runner, xs, p, M)
-    best = max(F.cosine_similarity(draft_state(runner, xs, p, set(s)), xs[L], dim=0).item()
+    best = max(F.cosine_similarity(draft_state(runner, s), xs[L], dim=0).item()
                for s in itertools.combinations(range(L), M))
     assert res.D[L][M] <= best + 1e-5
     assert res.D[L][M] >= best - 0.05

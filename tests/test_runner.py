@@ -43,12 +43,12 @@ def test_skipped_layers_pass_hidden_through_and_write_no_kv():
     model = tiny_llama()
     runner = Runner(model, capacity=16)
     runner.forward(torch.tensor([3, 4, 5]), 0)
-    before = [k[:, :, 3].clone() for k in runner.k]
+    before = [k[:, :, 3].clone() for k in runner.cache.k]
     _, hs = runner.forward(torch.tensor([6]), 3, skip={1, 4}, hidden=True)
     torch.testing.assert_close(hs[2], hs[1])
     torch.testing.assert_close(hs[5], hs[4])
-    for i in range(len(runner.k)):
-        changed = not torch.equal(before[i], runner.k[i][:, :, 3])
+    for i in range(runner.num_layers):
+        changed = not torch.equal(before[i], runner.cache.k[i][:, :, 3])
         assert changed == (i not in {1, 4})
 
 
@@ -92,7 +92,7 @@ def test_dp_candidate_sees_prefix_before_p_and_itself_at_position_p():
     # the cached K/V at slot p still holds the full model's values
     runner2 = Runner(model, capacity=32)
     runner2.forward(torch.tensor(ids), 0)
-    torch.testing.assert_close(runner.k[0][:, :, p], runner2.k[0][:, :, p])
+    torch.testing.assert_close(runner.cache.k[0][:, :, p], runner2.cache.k[0][:, :, p])
 
 
 def tiny_of(kind: str):
@@ -140,4 +140,22 @@ def test_cpu_packed_weights_give_the_modules_results(kind, monkeypatch):
         torch.testing.assert_close(ha, hb, rtol=1e-5, atol=1e-5)
         start += T
     for i in (0, 2):
-        torch.testing.assert_close(packed.k[i][:, :, :start], plain.k[i][:, :, :start], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(packed.cache.k[i][:, :, :start], plain.cache.k[i][:, :, :start], rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_writes_at_positions_views_up_to_an_end_and_rolls_back():
+    from clasp_core.kvcache import KVCache
+
+    cache = KVCache(n_kv=2, head_dim=4, dtype=torch.float32, devices=[torch.device("cpu")] * 3)
+    assert cache.allocate(8) and not cache.allocate(6) and cache.capacity == 8
+    k, v = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    K, V = cache.update(1, torch.tensor([2, 3, 4]), k, v, end=5)
+    assert K.shape == (1, 2, 5, 4)
+    torch.testing.assert_close(K[:, :, 2:5], k)
+    torch.testing.assert_close(cache.view(1)[1][:, :, 2:5], v)
+    assert not cache.k[0].any()                                    # other layers untouched
+    cache.length = 5
+    cache.rollback(3)
+    assert cache.length == 3
+    with pytest.raises(ValueError, match="roll back"):
+        cache.rollback(4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from clasp_core.metrics import acceptance_rate
+
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunState
 
@@ -35,7 +37,7 @@ def run_summary(state: RunState) -> dict | None:
     p, d = c.params, c.done
     return {"prompt": c.prefill.prompt_text, "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
             "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": p.get("loi"),
-            "τ": round(d.tau, 2), "acceptance": round(d.accepted / d.drafted, 2) if d.drafted else None,
+            "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),
             "× vanilla": round(d.tokens_per_s / v.done.tokens_per_s, 2) if v.done.tokens_per_s else None}
 

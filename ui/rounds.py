@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from clasp_core.metrics import tau
+
 from .state import RunView, is_plain
 
 COLUMNS = ["round", "kind", "drafted", "accepted", "added", "full model's token", "tau so far", "draft ms",
@@ -33,6 +35,6 @@ def rounds_dataframe(view: RunView | None) -> pd.DataFrame:
         emitted += len(r.emitted)
         rows.append({"round": r.index + 1, "kind": round_kind(r), "drafted": len(r.drafted), "accepted": r.accepted,
                      "added": len(r.emitted), "full model's token": r.next_text if len(r.emitted) > r.accepted else "",
-                     "tau so far": round((emitted - 1) / n, 2), "draft ms": round(r.draft_s * 1e3, 1),
+                     "tau so far": round(tau(emitted, n), 2), "draft ms": round(r.draft_s * 1e3, 1),
                      "verify ms": round(r.verify_s * 1e3, 1), "skipped layers": " ".join(map(str, r.skip))})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,52 @@
+"""The offline skip-set search of the `static` strategy (tiny random Llamas, a temporary cache dir)."""
+import pytest
+import torch
+
+from clasp_core.model import from_modules
+from clasp_core.runner import Runner
+from clasp_core.static_search import Calibration, calibration_ids, continue_greedy, static_skip_set
+from tests.conftest import tiny_llama
+
+
+@pytest.fixture
+def lm(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLASP_CACHE", str(tmp_path))        # never the real model cache
+    return from_modules(tiny_llama(layers=6), name="tiny-llama")
+
+
+def test_search_returns_m_sorted_layers_then_reads_its_cache(lm, tmp_path):
+    found = static_skip_set(lm, 3)
+    assert len(found.skip) == 3 == len(set(found.skip)) and found.skip == sorted(found.skip)
+    assert all(0 <= i < 6 for i in found.skip) and 0.0 <= found.score <= 1.0
+    assert not found.cached and found.seconds > 0 and "greedy" in found.how and "15 scored sets" in found.how
+    again = static_skip_set(lm, 3)
+    assert again.cached and again.seconds == 0.0 and again.skip == found.skip and again.how == found.how
+    assert len(list((tmp_path / "static").glob("*-M3.json"))) == 1
+    assert static_skip_set(lm, 0).skip == []
+
+
+@pytest.mark.parametrize("M", [6, -1, 2.5, True])
+def test_bad_m_raises(lm, M):
+    with pytest.raises(ValueError, match="M must be"):
+        static_skip_set(lm, M)
+
+
+def test_scored_rows_are_draft_steps_over_the_full_models_cache(lm):
+    """Independently: the full model prefills the sequence up to p, then one draft step at p with the skip set."""
+    cal = Calibration(lm)
+    assert cal.score(cal.states(set())[-1])[0] == 1.0           # no skip: the full model's own tokens
+    skip = {1, 4}
+    rows = cal.r.head(cal.r.norm(cal.states(skip)[-1]))[0]
+    seq, n = continue_greedy(Runner(lm.model), calibration_ids(lm)[0], set(lm.eos_ids))
+    ref = Runner(lm.model, capacity=64)
+    for k in (0, len(seq) - n - 1):                             # rows of the first sequence come first
+        p = n - 1 + k
+        ref.forward(torch.tensor(seq[:p]), 0)
+        draft = ref.forward(torch.tensor(seq[p:p + 1]), p, skip=skip)[0]
+        torch.testing.assert_close(rows[k], draft, rtol=1e-4, atol=1e-4)
+
+
+def test_first_greedy_choice_is_the_best_single_layer(lm):
+    cal = Calibration(lm)
+    best = max(range(6), key=lambda l: cal.score(cal.states({l})[-1]))
+    assert static_skip_set(lm, 1).skip == [best]
