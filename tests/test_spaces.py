@@ -81,6 +81,19 @@ def test_address_from_gradio_variables_unless_flags_say(monkeypatch):
     assert app.serve_address(app.parse_args(["--host", "127.0.0.1", "--port", "8000"])) == ("127.0.0.1", 8000)
 
 
+def test_model_field_offers_the_device_presets_and_free_text():
+    import gradio as gr
+
+    import app
+    from clasp_core.model import resolve_device
+    from clasp_core.presets import presets_for
+
+    with gr.Blocks():
+        field = app.model_field(None)
+    assert field.allow_custom_value and field.value == "default"
+    assert [value for _, value in field.choices] == [p.id for p in presets_for(resolve_device("auto").type)]
+
+
 def test_gpu_window_grows_with_max_new_tokens():
     import app
 
