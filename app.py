@@ -13,11 +13,13 @@ except ImportError:
     spaces = None
 
 import argparse
+import atexit
 import hashlib
 import importlib
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ DEFAULT_SPEC = SMOLLM2_HUB if ON_SPACES else "default"
 QUEUE_MAX = 16                         # runs waiting beyond this are turned away ("queue full")
 GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks for
 SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
+atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
 _models: dict[tuple[str, str], object] = {}
 _models_lock = threading.Lock()        # one load at a time; visitors share the model in memory
