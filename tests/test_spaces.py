@@ -4,6 +4,7 @@ No network: the Hub cache that `preload_from_hub` fills on a Space is laid out h
 model's weights, and HF_HUB_OFFLINE=1 is set.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,8 +65,12 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
         with pytest.raises(AppError, match="'org/absent' not found in the local Hugging Face cache.*HF_HUB_OFFLINE"):
             run("org/absent", M=1).result(timeout=300)     # (the M slider now knows L = 3)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        proc.send_signal(signal.SIGINT)               # as Ctrl-C: the app exits and removes its files
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log.close()
 
 
