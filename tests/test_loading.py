@@ -1,4 +1,4 @@
-"""Models other than the default through the same --model flag: a local dir, an HF-cache id, a .gguf."""
+"""Models other than the default through the same --model flag: a local dir, a Hub id, a .gguf."""
 import os
 import subprocess
 import sys
@@ -37,22 +37,42 @@ def test_local_directory(tiny_dir):
     assert done.new_tokens == 8 or done.stop_reason == "eos"
 
 
-def test_hf_cache_id(tiny_dir, tmp_path):
-    """An id already in the local Hugging Face cache loads with no network."""
-    snap = tmp_path / "hub" / "models--local--tiny-llama" / "snapshots" / "0123abcd"
-    snap.mkdir(parents=True)
-    for f in tiny_dir.iterdir():
-        os.symlink(f, snap / f.name)
-    (tmp_path / "hub" / "models--local--tiny-llama" / "refs").mkdir()
-    (tmp_path / "hub" / "models--local--tiny-llama" / "refs" / "main").write_text("0123abcd")
-    code = ("from clasp_core.model import load_model; lm = load_model('local/tiny-llama', device='cpu'); "
-            "print('layers', lm.num_layers)")
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def hub_cache(hf_home: Path, repo_id: str, files: list[Path], rev: str = "0123abcd") -> None:
+    """Lay `files` out as the Hub cache does: models--org--name/snapshots/<rev>/ plus refs/main."""
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    (repo / "snapshots" / rev).mkdir(parents=True)
+    for f in files:
+        os.symlink(f, repo / "snapshots" / rev / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+
+
+def test_hub_ids_offline(tiny_dir, tmp_path):
+    """With HF_HUB_OFFLINE=1 a cached Hub id loads from HF_HOME's cache; an uncached one is a clear error."""
+    hub_cache(tmp_path, "org/tiny-llama", sorted(tiny_dir.iterdir()))
+    hub_cache(tmp_path, "org/no-weights", [tiny_dir / "config.json"])
+    code = """
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.model import load_model
+said = []
+lm = load_model("org/tiny-llama", device="cpu", progress=said.append)
+done = list(generate(lm, "Hello", GenConfig(num_skip=1, max_new_tokens=4), "clasp"))[-1]
+print("loaded", lm.name, lm.num_layers, done.new_tokens, said)
+for bad in ("org/absent", "org/no-weights"):
+    try:
+        load_model(bad, device="cpu")
+    except ValueError as e:
+        print("error", e)
+"""
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("HF_HUB_CACHE", None)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert "layers 3" in res.stdout, res.stderr[-2000:]
-    res = subprocess.run([sys.executable, "-c", code.replace("local/tiny-llama", "local/absent")], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode != 0 and "not found as a local directory" in res.stderr
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and lines[0].startswith("loaded org/tiny-llama 3 "), res.stderr[-2000:]
+    assert "Loading org/tiny-llama on cpu" in lines[0]
+    assert "'org/absent' not found in the local Hugging Face cache" in lines[1]
+    assert str(tmp_path / "hub") in lines[1] and "HF_HUB_OFFLINE=1 forbids downloading" in lines[1]
+    assert lines[2] == "error org/no-weights has no safetensors weights on the Hub (only those are loaded here)"
 
 
 def test_gguf_file_uses_the_cached_conversion():

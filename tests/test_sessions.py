@@ -1,0 +1,59 @@
+"""Two visitors at once, each a gradio_client session: B's Stop must not touch A's run."""
+import time
+
+import pytest
+from gradio_client import Client
+
+from clasp_core import trace
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def url():
+    import app
+
+    demo = app.build()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def named(out):
+    import app
+    return dict(zip(app.RUN_OUTPUTS, out))
+
+
+def wait_decoding(job, timeout=120):
+    def decoding():
+        return any(str(named(o)["status"]).startswith("Decoding") for o in job.outputs())
+    deadline = time.time() + timeout
+    while time.time() < deadline and not decoding():
+        time.sleep(0.2)
+    assert decoding(), job.outputs()[-1:]
+
+
+def test_stop_in_one_session_leaves_the_other_run_alone(url):
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    assert a.session_hash != b.session_hash
+    job = a.submit("Write a short story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 40, False,
+                   api_name="/run")
+    wait_decoding(job)
+    assert b.predict(api_name="/stop") == "Nothing is running."     # B's Stop: B has no run
+    out = named(job.result(timeout=300))
+    assert out["status"].startswith("Done."), out["status"]
+    done = {e.method: e for e in trace.read_trace(out["download"]) if isinstance(e, trace.Done)}
+    assert set(done) == {"clasp", "vanilla"} and all(d.stop_reason != "stopped" for d in done.values())
+    assert done["clasp"].output_ids == done["vanilla"].output_ids
+
+    # and A's own Stop still stops A
+    job = a.submit("Write a long story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 400, False,
+                   api_name="/run")
+    wait_decoding(job)
+    assert a.predict(api_name="/stop").startswith("Stopping")
+    out = named(job.result(timeout=300))
+    assert out["status"].startswith("Stopped.")
