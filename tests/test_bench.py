@@ -8,7 +8,6 @@ from clasp_core.bench.stats import pooled, task_of
 from clasp_core.decoding import GenConfig
 from tests.conftest import BENCH
 
-needs_strategies = pytest.mark.skipif(not methods.HAS_STRATEGY, reason="GenConfig.strategy has not landed yet")
 
 
 def row(qid, method, toks, wall, **kw):
@@ -51,11 +50,8 @@ def test_every_engine_method_maps_to_one_loop_and_strategy():
     assert kind == "clasp" and cfg.auto
     kind, cfg = methods.engine_config(GenConfig(auto=True), "vanilla")
     assert kind == "vanilla" and not cfg.auto
-    if methods.HAS_STRATEGY:
-        assert methods.engine_config(GenConfig(), "early-exit")[1].strategy == "early-exit"
-    else:
-        with pytest.raises(ValueError, match="strategy"):
-            methods.check(["static"])
+    assert methods.engine_config(GenConfig(), "early-exit")[1].strategy == "early-exit"
+    assert methods.engine_config(GenConfig(), "vanilla")[1].strategy == "clasp"     # the field's default
     with pytest.raises(ValueError, match="unknown method"):
         methods.check(["medusa"])
 
@@ -149,7 +145,6 @@ def test_bench_end_to_end_on_the_embedded_model(tmp_path, capsys):
         ["auto.jsonl", "clasp.jsonl", "hf.jsonl", "vanilla.jsonl"]
 
 
-@needs_strategies
 @pytest.mark.integration
 def test_every_strategy_is_lossless_on_the_embedded_model(tmp_path, capsys):
     out = tmp_path / "r.jsonl"

@@ -177,3 +177,11 @@ def test_a_token_inside_a_character_shows_no_replacement_or_placeholder():
     html = token_html(RunState(events).vanilla, legend=False)
     assert "\ufffd" not in html and "∅" not in html and "欢" in html
     assert "part of a character" in html
+
+
+def test_the_selector_the_bench_and_the_engine_name_the_same_strategies():
+    from clasp_core.bench.methods import STRATEGIES as BENCH
+    from clasp_core.strategies import STRATEGIES as ENGINE
+    from ui.compare import STRATEGIES as PAGE
+
+    assert tuple(PAGE) == ENGINE == BENCH

@@ -24,7 +24,6 @@ ENGINE = {
 }
 METHODS = ("hf", *ENGINE)
 STRATEGIES = tuple(dict.fromkeys(s for _, s, _ in ENGINE.values() if s))
-HAS_STRATEGY = "strategy" in GenConfig.__dataclass_fields__   # the engine's layer choices have landed
 
 
 def check(methods: list[str]) -> None:
@@ -32,17 +31,11 @@ def check(methods: list[str]) -> None:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-        strategy = ENGINE.get(m, (None, None))[1]
-        if strategy not in (None, "clasp") and not HAS_STRATEGY:
-            raise ValueError(f"method {m!r} needs GenConfig.strategy, which this engine does not have yet")
 
 
 def engine_config(cfg: GenConfig, method: str) -> tuple[str, GenConfig]:
     kind, strategy, auto = ENGINE[method]
-    cfg = replace(cfg, auto=auto)
-    if strategy and HAS_STRATEGY:
-        cfg = replace(cfg, strategy=strategy)
-    return kind, cfg
+    return kind, replace(cfg, auto=auto, strategy=strategy or "clasp")
 
 
 def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig) -> dict:
