@@ -30,7 +30,7 @@ def persistence_figure(view: RunView | None) -> go.Figure:
         fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
                                  line=dict(color=SKIPPED), name="Jaccard"))
     return styled(fig, title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
-                  yaxis_title="mean Jaccard (1 = same layers)", yaxis_range=[0, 1.05], height=320,
+                  yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], height=320,
                   margin=dict(l=50, r=20, t=50, b=40))
 
 

@@ -32,8 +32,7 @@ def dp_figure(choice: LayerChoice | None, used: list[int] | None = None) -> go.F
     """``used``: skip-set sizes the draft used under this choice (auto may use several, each a path)."""
     fig = go.Figure()
     if choice is None:
-        return styled(fig, title="DP table (appears once the layer DP runs; auto runs it only when drafting "
-                                 "pays)", height=420)
+        return styled(fig, title="The DP table appears once the layer DP runs", height=420)
     if not choice.D:
         return styled(fig, title=f"No DP table: the '{getattr(choice, 'strategy', '')}' layer choice picked "
                                  f"skip {choice.skip} without one", height=300)

@@ -51,6 +51,6 @@ def layer_map_figure(view: RunView | None, current: int | None = None) -> go.Fig
         c = view.rounds[current].index + 1
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=-0.5, y1=view.num_layers - 0.5,
                       line=dict(color=CURRENT, width=3), fillcolor="rgba(0,0,0,0)")
-    return styled(fig, title="Skipped layers per round (purple = skipped; light = plain step; dotted = layer DP "
-                             "re-ran)", xaxis_title="round", yaxis_title="layer", height=380,
+    return styled(fig, title="Skipped layers per round", xaxis_title="round", yaxis_title="layer", height=380,
+                  showlegend=False,
                   margin=dict(l=50, r=20, t=50, b=40))
