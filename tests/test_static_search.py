@@ -40,13 +40,16 @@ def test_scored_rows_are_draft_steps_over_the_full_models_cache(lm):
     assert cal.score(cal.states(set())[-1])[0] == 1.0           # no skip: the full model's own tokens
     skip = {1, 4}
     rows = cal.r.head(cal.r.norm(cal.states(skip)[-1]))[0]
-    seq, n = continue_greedy(Runner(lm.model), calibration_ids(lm)[0], set(lm.eos_ids))
-    ref = Runner(lm.model, capacity=64)
-    for k in (0, len(seq) - n - 1):                             # rows of the first sequence come first
-        p = n - 1 + k
-        ref.forward(torch.tensor(seq[:p]), 0)
-        draft = ref.forward(torch.tensor(seq[p:p + 1]), p, skip=skip)[0]
-        torch.testing.assert_close(rows[k], draft, rtol=1e-4, atol=1e-4)
+    prompts = calibration_ids(lm)
+    for j in (0, len(prompts) - 1):                             # the first and the last sequence
+        seq, n = continue_greedy(Runner(lm.model), prompts[j], set(lm.eos_ids))
+        offset = 0 if j == 0 else len(cal.targets) - (len(seq) - n)   # rows follow the sequences' order
+        ref = Runner(lm.model, capacity=64)
+        for k in (0, len(seq) - n - 1):
+            p = n - 1 + k
+            ref.forward(torch.tensor(seq[:p]), 0)
+            draft = ref.forward(torch.tensor(seq[p:p + 1]), p, skip=skip)[0]
+            torch.testing.assert_close(rows[offset + k], draft, rtol=1e-4, atol=1e-4)
 
 
 def test_lazy_search_finds_the_plain_greedy_sets(lm):
