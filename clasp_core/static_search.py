@@ -46,7 +46,7 @@ CALIBRATION = (
     "Give three tips for someone learning to cook at home.",
     "Explain to a beginner what a hash table is and why lookups are fast.",
 )
-TOKENS = 12          # greedy continuation tokens per prompt: the scored positions
+TOKENS = 8           # greedy continuation tokens per prompt: the scored positions
 VERSION = 1          # bump when the search changes: sets cached by an older search are not reused
 
 
