@@ -15,7 +15,10 @@ cheap enough for a CPU.
    The states entering each layer under the current set are kept, so trying layer l reruns only
    the layers after it.
 
-The result is saved as JSON under ``model.cache_dir()/static`` (``CLASP_CACHE`` moves it) and reused.
+The greedy sets are nested (the set for M is the first M layers the search added), so one search
+saves every smaller M too. Results are saved as JSON under ``model.cache_dir()/static``
+(``CLASP_CACHE`` moves it) and reused; sets searched ahead for the embedded default model ship in
+``static_sets/`` beside this file (read-only), so its ``static`` runs start at once.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ CALIBRATION = (
 )
 TOKENS = 8           # greedy continuation tokens per prompt: the scored positions
 VERSION = 1          # bump when the search changes: sets cached by an older search are not reused
+SHIPPED = Path(__file__).parent / "static_sets"     # searched ahead of time (embedded default model)
 
 
 @dataclass
@@ -68,24 +72,30 @@ def static_skip_set(lm: LoadedModel, M: int, *, progress: Callable[[str], None] 
     if M == 0:
         return StaticSet(skip=[], M=0, score=1.0, seconds=0.0, how="M = 0: no layer is skipped")
     path = cache_path(lm, M)
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        return StaticSet(skip=saved["skip"], M=M, score=saved["score"], seconds=0.0, how=saved["how"],
-                         cached=True)
+    for saved_at in (path, SHIPPED / path.name):
+        if saved_at.is_file():
+            saved = json.loads(saved_at.read_text())
+            return StaticSet(skip=saved["skip"], M=M, score=saved["score"], seconds=0.0, how=saved["how"],
+                             cached=True)
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
+    found = {}
+
+    def save(m: int, skip: list[int], score: float, scored: int) -> None:
+        """The greedy set after m layers: the answer for M = m as well (the sets are nested)."""
+        seconds = time.perf_counter() - t0
+        how = (f"lazy greedy search on teacher-forced draft agreement, {len(CALIBRATION)} calibration prompts "
+               f"({TOKENS * len(CALIBRATION)} positions), {scored} scored sets, {seconds:.0f} s on {lm.device}")
+        found[m] = StaticSet(skip=skip, M=m, score=score, seconds=seconds, how=how)
+        at = cache_path(lm, m)
+        at.parent.mkdir(parents=True, exist_ok=True)
+        tmp = at.with_name(f"{at.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(found[m]), indent=1))
+        tmp.replace(at)
+
     with torch.inference_mode():
-        cal = Calibration(lm)
-        skip, score, scored = greedy(cal, M, say)
-    seconds = time.perf_counter() - t0
-    how = (f"lazy greedy search on teacher-forced draft agreement, {len(CALIBRATION)} calibration prompts "
-           f"({len(cal.targets)} positions), {scored} scored sets, {seconds:.0f} s on {lm.device}")
-    found = StaticSet(skip=skip, M=M, score=score, seconds=seconds, how=how)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(found), indent=1))
-    tmp.replace(path)
-    return found
+        greedy(Calibration(lm), M, say, save)
+    return found[M]
 
 
 def cache_path(lm: LoadedModel, M: int) -> Path:
@@ -149,12 +159,14 @@ class Calibration:
         return agree, logits.log_softmax(-1).gather(1, self.targets[:, None]).mean().item()
 
 
-def greedy(cal: Calibration, M: int, say: Callable[[str], None]) -> tuple[list[int], float, int]:
+def greedy(cal: Calibration, M: int, say: Callable[[str], None],
+           save: Callable[[int, list[int], float, int], None] | None = None) -> tuple[list[int], float, int]:
     """Add M layers one at a time, each the one whose skipping keeps the score highest.
 
     Lazily (the lazy greedy of submodular maximisation): a layer's last score bounds its score
     after more layers are skipped, so each round re-scores candidates best bound first and stops
-    when the best is fresh; the first round scores every layer. Returns (set, agreement, sets scored)."""
+    when the best is fresh; the first round scores every layer. ``save(m, set, agreement, scored)``
+    gets the set after each added layer. Returns (set, agreement, sets scored)."""
     L = cal.r.num_layers
     skip: set[int] = set()
     bound = {l: (math.inf, math.inf) for l in range(L)}
@@ -173,6 +185,8 @@ def greedy(cal: Calibration, M: int, say: Callable[[str], None]) -> tuple[list[i
         skip.add(l)
         agreement = bound.pop(l)[0]
         say(f"static search: {m + 1}/{M} layers chosen, agreement {agreement:.2f}")
+        if save is not None:
+            save(m + 1, sorted(skip), agreement, scored)
     return sorted(skip), agreement, scored
 
 

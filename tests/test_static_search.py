@@ -59,3 +59,24 @@ def test_lazy_search_finds_the_plain_greedy_sets(lm):
     for M in (1, 2, 3):
         skip.add(max((l for l in range(6) if l not in skip), key=lambda l: cal.score(cal.states(skip | {l})[-1])))
         assert static_skip_set(lm, M).skip == sorted(skip)
+
+
+def test_one_search_answers_every_smaller_m_and_shipped_sets_are_read(lm, tmp_path, monkeypatch):
+    import json
+
+    import clasp_core.static_search as ss
+
+    three = static_skip_set(lm, 3)
+    one, two = static_skip_set(lm, 1), static_skip_set(lm, 2)
+    assert one.cached and two.cached                              # saved on the way to M = 3
+    assert set(one.skip) < set(two.skip) < set(three.skip)        # greedy sets are nested
+    # a set shipped with the package is used when the user's cache has none
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    path = ss.cache_path(lm, 4)
+    path.with_name("x").parent.mkdir(parents=True, exist_ok=True)
+    (shipped / path.name).write_text(json.dumps(dict(skip=[0, 1, 2, 3], M=4, score=0.5, seconds=9.0,
+                                                     how="shipped")))
+    monkeypatch.setattr(ss, "SHIPPED", shipped)
+    got = static_skip_set(lm, 4)
+    assert got.cached and got.skip == [0, 1, 2, 3] and got.how == "shipped" and got.seconds == 0.0
