@@ -10,7 +10,7 @@ from clasp_core import sampling, trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from clasp_core.sampling import greedy_accept, speculative_accept, warp
-from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
+from clasp_core.trace import Done, LayerChoice, Prefill, Round
 from tests.conftest import tiny_llama
 
 PROMPT = [1, 5, 17, 3, 44, 60, 8]

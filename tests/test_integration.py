@@ -49,9 +49,25 @@ def test_greedy_clasp_drafting_hard_token_identical(embedded, references, q):
     done = events[-1]
     assert done.output_ids == ref
     rounds = [e for e in events if isinstance(e, Round)]
-    assert sum(len(r.drafted) - r.accepted for r in rounds) > 0       # rejections happened
+    assert done.drafted > 0 and sum(len(r.drafted) - r.accepted for r in rounds) > 0   # rejections happened
     assert done.accepted > 0
     assert all(len(e.skip) == 8 for e in events if isinstance(e, LayerChoice))
+
+
+@pytest.mark.parametrize("strategy", ["clasp-once", "early-exit", "random"])
+def test_other_layer_choices_token_identical(embedded, references, strategy):
+    """The same loop with the layers chosen another way: still exactly the full model's tokens."""
+    q = PROMPTS[1]
+    ids, ref = references[q["question_id"]]
+    cfg = GenConfig(num_skip=8, draft_len=6, det=0.0, max_new_tokens=N, strategy=strategy, seed=4)
+    events = list(generate(embedded, None, cfg, "clasp", prompt_ids=ids))
+    done = events[-1]
+    assert done.output_ids == ref
+    assert done.drafted > done.accepted > 0                            # drafted, some accepted, some rejected
+    choices = [e for e in events if isinstance(e, LayerChoice)]
+    assert len(choices) == 1 and choices[0].strategy == strategy and len(choices[0].skip) == 8
+    if strategy == "early-exit":
+        assert choices[0].skip == list(range(22, 30))
 
 
 def test_vanilla_engine_token_identical(embedded, references):
@@ -61,10 +77,11 @@ def test_vanilla_engine_token_identical(embedded, references):
 
 
 def test_sampled_clasp_on_the_real_model(embedded):
-    cfg = GenConfig(num_skip=8, det=0.3, temperature=0.7, top_p=0.9, seed=11, max_new_tokens=32)
+    cfg = GenConfig(num_skip=8, det=0.0, temperature=0.7, top_p=0.9, seed=11, max_new_tokens=32)
     a = list(generate(embedded, "Name three colours.", cfg, "clasp"))[-1]
     b = list(generate(embedded, "Name three colours.", cfg, "clasp"))[-1]
     assert a.output_ids == b.output_ids and a.new_tokens > 0 and a.text.strip()
+    assert a.drafted > a.accepted > 0                                  # sampled drafts, accepted and rejected
 
 
 def test_too_long_prompt_on_the_real_model(embedded):
