@@ -9,7 +9,8 @@ The committed pieces of a run concatenate to exactly
 ``tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)``:
 special tokens (e.g. the EOS) keep their text, so every token has a visible piece where it
 ends a character. ``peek`` gives the pieces of tokens that may be thrown away (a draft the
-full model rejects) relative to the committed text, without committing them.
+full model rejects) relative to the committed text, without committing them; no piece, committed
+or peeked, ever holds U+FFFD (except a run's very last piece if it stopped inside a character).
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ class Detokenizer:
     def peek(self, tokens: list[int]) -> list[str]:
         """Pieces the tokens would add after the committed ones; nothing is committed.
 
-        What they leave held back at the end goes with the last one (it may then hold U+FFFD:
-        a draft that stops inside a character cannot show more)."""
-        return self._pieces(tokens, final=True)[0]
+        A draft that stops inside a character shows "" for its last tokens rather than U+FFFD:
+        their bytes never became a character."""
+        return self._pieces(tokens, final=False)[0]
 
     def flush(self) -> str:
         """Commit the text still held back (non-empty only when a run stopped inside a character)."""

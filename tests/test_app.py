@@ -97,3 +97,14 @@ def test_layer_choices_are_compared_on_the_same_prompt(client):
     assert [r["strategy"] for r in rows][-2:] == ["clasp", "early-exit"]
     assert all(r["M"] == 8 and r["τ"] >= 1 for r in rows)
     assert "predicted speedup" in first["costs"] and "measured speedup" in first["costs"]
+
+
+def test_cjk_and_emoji_reach_the_page_whole(client):
+    out = run(client, "Repeat exactly: 北京欢迎你 🙂 café", max_new=24)
+    assert out["status"].startswith("Done.")
+    assert "\ufffd" not in out["tokens"] and "\ufffd" not in out["tokens_vanilla"]
+    events = trace.read_trace(out["download"])
+    texts = [e.first_text for e in events if isinstance(e, trace.Prefill)]
+    texts += [t for e in events if isinstance(e, trace.Round) for t in e.drafted_text + [e.next_text]]
+    texts += [e.text for e in events if isinstance(e, trace.Step)]
+    assert not any("\ufffd" in t for t in texts)

@@ -59,6 +59,8 @@ def test_peek_is_relative_to_the_committed_text_and_commits_nothing():
     assert d.push(ids[:1]) == ["Hello"]
     assert d.peek(ids[1:2]) == [" world"]                 # a draft after the accepted prefix
     assert d.peek(ids[2:3]) == [" caf"]                   # another one, from the same place
+    cjk = tok("北京", add_special_tokens=False)["input_ids"]
+    assert "\ufffd" not in "".join(d.peek(cjk[:-1]))      # a draft ending inside a character: no U+FFFD
     assert "".join(d.push(ids[1:]) + [d.flush()]) == " world café"
 
 
