@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from statistics import median
 
+from .metrics import DEFAULT_SKIP_FRACTION
 from .trace import LayerChoice, Round
 
 
@@ -101,7 +102,7 @@ PAPER_MODELS = (
 VERIFY_SLOPE_GPU = 0.02        # assumed: verifying k more tokens costs 2% of a step each (memory-bound)
 
 
-def projection(model: PaperModel, tau: float, m_frac: float = 0.45, loi: float = 1.0) -> Costs:
+def projection(model: PaperModel, tau: float, m_frac: float = DEFAULT_SKIP_FRACTION, loi: float = 1.0) -> Costs:
     """Predicted round costs at batch 1 on a GPU, where a step is bound by reading the weights.
 
     A draft step reads the lm_head and the L-M kept layers; verifying k̄ drafts reads the weights

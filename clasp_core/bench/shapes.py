@@ -18,8 +18,9 @@ import time
 
 import torch
 
-from ..decoding import default_num_skip
+from ..costs import Costs
 from ..layer_dp import choose_skip_set
+from ..metrics import DEFAULT_SKIP_FRACTION, default_num_skip, dtype_name
 from ..runner import Runner
 from .common import device_or_exit, md_table, parser, split, sync
 
@@ -42,7 +43,7 @@ SHAPES = {
 # Paper, Table 1 (A800, fp16, Spec-Bench, T=0): tau range per model; the nearest one is used.
 PAPER_TAU = {"llama3-8b": ("LLaMA-3-8B", 3.68, 6.22), "deep-80": ("LLaMA-3-70B", 4.05, 7.19),
              "smollm2-135m": ("LLaMA-3-8B", 3.68, 6.22), "tiny": ("LLaMA-3-8B", 3.68, 6.22)}
-RATIOS = (0.25, 0.45, 0.5, 0.6)
+RATIOS = (0.25, DEFAULT_SKIP_FRACTION, 0.5, 0.6)
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype):
@@ -105,17 +106,17 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
 
     dp_s = timed(dp, device, max(3, reps // 4))
     name, tau_lo, tau_hi = PAPER_TAU[shape]
-    rd = draft[0.45] / full
+    rd = draft[DEFAULT_SKIP_FRACTION] / full
     rv = ver / full
     rdp = dp_s / full
 
     def project(tau: float, loi: int) -> float:
-        # one round: K draft steps + one verification + the DP every LOI rounds, emitting tau tokens
-        return tau / (K * rd + rv + rdp / loi)
+        """The cost model (clasp_core.costs) with K drafted tokens a round and these measured costs."""
+        return Costs(step_s=full, k=K, r_draft=rd, r_verify=rv, dp=rdp, loi=loi, tau=tau).speedup
 
     out = dict(shape=shape, layers=L, params_b=sum(p.numel() for p in model.parameters()) / 1e9,
                device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               dtype=str(dtype).replace("torch.", ""), context=context, K=K,
+               dtype=dtype_name(dtype), context=context, K=K,
                full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
                draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
                dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
