@@ -80,3 +80,14 @@ def test_one_search_answers_every_smaller_m_and_shipped_sets_are_read(lm, tmp_pa
     monkeypatch.setattr(ss, "SHIPPED", shipped)
     got = static_skip_set(lm, 4)
     assert got.cached and got.skip == [0, 1, 2, 3] and got.how == "shipped" and got.seconds == 0.0
+
+
+@pytest.mark.integration
+def test_the_embedded_models_sets_ship_with_the_package(embedded):
+    """Searched ahead (one search to M = 20 on the embedded model): a `static` run starts at once. If the
+    search or its calibration changes, the cache key changes and this fails: search again and re-ship."""
+    for M in (8, 14, 20):
+        found = static_skip_set(embedded, M)
+        assert found.cached and found.seconds == 0.0 and len(found.skip) == M
+        assert "greedy search" in found.how
+    assert set(static_skip_set(embedded, 8).skip) < set(static_skip_set(embedded, 14).skip)
