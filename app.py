@@ -34,6 +34,7 @@ from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
+from clasp_core.strategies import DP_STRATEGIES
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
@@ -281,6 +282,15 @@ def knob_notes(auto: bool):
             gr.update(info="same seed and settings give the same sample"))
 
 
+def auto_for_strategy(strategy: str, auto: bool):
+    """auto picks M per round from the DP's table, so it runs with the DP's layer choices only."""
+    if strategy in DP_STRATEGIES:
+        return gr.update(interactive=True, info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
+    return gr.update(value=False, interactive=False,
+                     info=f"off for the {strategy} layer choice: auto picks M per round from the DP's table, "
+                          f"which only {' and '.join(DP_STRATEGIES)} build")
+
+
 def load_trace(file):
     if file is None:
         raise gr.Error("No file given.")
@@ -391,6 +401,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         V["next"].click(lambda st, i: step_to(st, (i or 1) + 1), [run_state, V["step"]], stepped, api_name=False)
         V["dp_choice"].input(pick_choice, [run_state, V["dp_choice"]], V["dp_table"], api_name=False)
         auto.change(knob_notes, auto, [det, loi, seed], api_name=False)
+        strategy.change(auto_for_strategy, [strategy, auto], auto, api_name=False)
         demo.load(page_opened, None, num_skip, api_name=False)
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)

@@ -185,3 +185,12 @@ def test_the_selector_the_bench_and_the_engine_name_the_same_strategies():
     from ui.compare import STRATEGIES as PAGE
 
     assert tuple(PAGE) == ENGINE == BENCH
+
+
+def test_auto_is_switched_off_and_says_why_for_choices_without_a_dp():
+    import app
+
+    off = app.auto_for_strategy("early-exit", True)
+    assert off["value"] is False and off["interactive"] is False and "early-exit" in off["info"]
+    on = app.auto_for_strategy("clasp-once", False)
+    assert on["interactive"] is True and "value" not in on

@@ -48,4 +48,6 @@ def token_html(view: RunView | None, highlight_round: int | None = None, legend:
     if view is None or view.prefill is None:
         return f'{head}<div class="tokens tokens-empty">The output appears here, token by token.</div>'
     body = token_spans(view.tokens(), highlight_round)
-    return f'{head}<div class="tokens" data-method="{view.method}">{body}</div>'
+    # No closing </div> (the browser closes it): while a run streams, each snapshot's HTML then only
+    # appends to the last one, and Gradio sends just the new spans instead of the whole stream.
+    return f'{head}<div class="tokens" data-method="{view.method}">{body}'
