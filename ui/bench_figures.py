@@ -19,6 +19,8 @@ from plotly.subplots import make_subplots
 
 from clasp_core.bench.stats import pooled
 
+from .palette import SERIES
+
 SWEPT = ("M", "K", "DET", "LOI")
 
 
@@ -56,9 +58,9 @@ def sweep_figure(rows: list[dict]) -> go.Figure:
         xs = sorted(v for v, in groups)
         stats = [pooled(groups[(x,)]) for x in xs]
         fig.add_trace(go.Scatter(x=xs, y=[s.tau for s in stats], mode="lines+markers", name="tau",
-                                 line=dict(color="#4c72b0"), showlegend=c == 1), row=1, col=c)
+                                 line=dict(color=SERIES[0]), showlegend=c == 1), row=1, col=c)
         fig.add_trace(go.Scatter(x=xs, y=[s.tokens_per_s / van_rate for s in stats], mode="lines+markers",
-                                 name="speedup vs vanilla", line=dict(color="#dd8452"), showlegend=c == 1),
+                                 name="speedup vs vanilla", line=dict(color=SERIES[1]), showlegend=c == 1),
                       row=2, col=c)
     fig.update_yaxes(title_text="tau", row=1, col=1)
     fig.update_yaxes(title_text="x vanilla", row=2, col=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from .palette import CURRENT, DP, RAN, SKIPPED, styled
+from .palette import PLAIN_ROUND as PLAIN_COLOUR
 from .state import RunView, is_plain
 
 PLAIN_ROUND = 0.5          # z value of a column where no draft ran (a plain full-model step)
@@ -36,7 +37,7 @@ def layer_map_figure(view: RunView | None, current: int | None = None) -> go.Fig
     x = [r.index + 1 for r in view.rounds]
     label = {0: "ran", PLAIN_ROUND: "plain step (no draft)", 1: "skipped"}
     fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(view.num_layers)), zmin=0, zmax=1, showscale=False,
-                             colorscale=[[0, RAN], [0.5, "#eef0f4"], [1, SKIPPED]], xgap=1, ygap=1,
+                             colorscale=[[0, RAN], [0.5, PLAIN_COLOUR], [1, SKIPPED]], xgap=1, ygap=1,
                              hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
                              customdata=[[label[v] for v in row] for row in z]))
     refresh = refresh_rounds(view)

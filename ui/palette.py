@@ -7,6 +7,7 @@ BONUS = "#3b6fd8"        # the full model's extra token after a fully accepted d
 PLAIN = "#6b7280"        # a token from a plain full-model step (prefill, vanilla, auto fallback)
 SKIPPED = "#7c3aed"      # a layer the draft skipped
 RAN = "#c9cfda"          # a layer the draft ran (mid-grey: visible on white and on dark backgrounds)
+PLAIN_ROUND = "#eef0f4"  # a round where no draft ran (a plain full-model step)
 DP = "#f2c14e"           # a layer-DP refresh / the backtracked path
 CURRENT = "#f97316"      # the round being stepped through (outline)
 VANILLA = "#9aa3b2"
