@@ -55,3 +55,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The app built and served on a free local port, for one test module."""
+    import app
+
+    demo = app.build()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def named(out, names=None) -> dict:
+    """An API result of the app by output name (app.RUN_OUTPUTS unless other names are given)."""
+    import app
+    return dict(zip(names or app.RUN_OUTPUTS, out))

@@ -4,27 +4,14 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clasp_core import trace
-from tests.conftest import free_port
+from tests.conftest import named
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client():
-    import app
-
-    demo = app.build()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
-
-
-def named(out, names=None):
-    import app
-    return dict(zip(names or app.RUN_OUTPUTS, out))
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 def run(client, prompt, M=8, K=4, det=0.3, loi=2, temperature=0.0, max_new=16, auto=False):

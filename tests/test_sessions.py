@@ -5,27 +5,9 @@ import pytest
 from gradio_client import Client
 
 from clasp_core import trace
-from tests.conftest import free_port
+from tests.conftest import named
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def url():
-    import app
-
-    demo = app.build()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-
-
-def named(out):
-    import app
-    return dict(zip(app.RUN_OUTPUTS, out))
 
 
 def wait_decoding(job, timeout=120):
@@ -37,8 +19,8 @@ def wait_decoding(job, timeout=120):
     assert decoding(), job.outputs()[-1:]
 
 
-def test_stop_in_one_session_leaves_the_other_run_alone(url):
-    a, b = Client(url, verbose=False), Client(url, verbose=False)
+def test_stop_in_one_session_leaves_the_other_run_alone(app_url):
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
     assert a.session_hash != b.session_hash
     job = a.submit("Write a short story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 40, False,
                    api_name="/run")
