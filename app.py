@@ -38,7 +38,7 @@ from clasp_core.strategies import DP_STRATEGIES
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
-from ui.state import RunState
+from ui.state import RunState, is_plain
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
 ASSETS = Path(__file__).parent / "assets"
@@ -160,11 +160,11 @@ def auto_note(view, device: str) -> str:
     if view is None or not view.params.get("auto"):
         return ""
     rounds = view.rounds
-    drafting = [r for r in rounds if r.drafted or r.skip]
+    drafting = [r for r in rounds if not is_plain(r)]
     if not drafting:
         return (f"  \n**auto decoded plainly**: on this device ({device}) drafting measured slower than plain "
                 "steps. Untick *auto* to watch CLaSp draft anyway.")
-    ks = [getattr(r, "k_max", 0) or len(r.drafted) for r in drafting]
+    ks = [r.k_max or len(r.drafted) for r in drafting]
     ms = sorted({len(r.skip) for r in drafting})
     return (f"  \n**auto**: drafted in {len(drafting)} of {len(rounds)} rounds, K = {min(ks)}–{max(ks)} per round "
             f"(the K slider is its upper bound), M ∈ {{{', '.join(map(str, ms))}}}; DET was not used (auto drafts "

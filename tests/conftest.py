@@ -1,9 +1,10 @@
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+
+from ui.page_bench import free_port  # noqa: F401 - one free-port helper for the app tests and page_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "bench" / "specbench-dev.jsonl"
@@ -51,10 +52,6 @@ def bench_prompts(per_task: int = 1) -> list[dict]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
