@@ -34,15 +34,17 @@ test: $(STAMP) browser-deps
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not browser" $(PYTEST_ARGS)
 
-PROMPTS ?= ../shared/bench/specbench-dev.jsonl
+# Spec-Bench questions: by default the 24 shipped with the bench (4 per task); PROMPTS=FILE for another file.
+PROMPTS ?=
+PROMPTS_ARG = $(if $(PROMPTS),--prompts $(PROMPTS))
 BENCH_DIR ?= assets/bench
 
 # CPU tables of BENCHMARKS.md: the Spec-Bench run, the parameter sweeps, their figures.
 bench: $(STAMP)
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
+	$(PY) -m clasp_core.bench $(PROMPTS_ARG) --per-task 4 --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
 	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-bench.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-bench.txt
-	$(PY) -m clasp_core.bench.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
+	$(PY) -m clasp_core.bench.sweep $(PROMPTS_ARG) --per-task 1 --max-new-tokens 64 \
 	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-sweep.jsonl | tee $(BENCH_DIR)/cpu-sweep.txt
 	$(PY) -m clasp_core.bench.shapes --shapes smollm2-135m --device cpu --dtype float32 --context 256 \
 	    --out $(BENCH_DIR)/cpu-shapes.json | tee $(BENCH_DIR)/cpu-shapes.txt
@@ -58,7 +60,7 @@ LIMIT ?= 0
 MODEL ?=
 bench-gpu: $(STAMP)
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
+	$(PY) -m clasp_core.bench $(PROMPTS_ARG) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
 	    --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT)) \
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/gpu-bench.jsonl | tee $(BENCH_DIR)/gpu-bench.txt
 	$(PY) -m clasp_core.bench.shapes --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
@@ -80,12 +82,12 @@ M_FRACS ?= 0.25 0.45
 bench-strategies: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	for f in $(M_FRACS); do \
-	  $(PY) -m clasp_core.bench --prompts $(PROMPTS) --max-new-tokens 128 --methods hf,vanilla,$(STRATEGIES) \
+	  $(PY) -m clasp_core.bench $(PROMPTS_ARG) --max-new-tokens 128 --methods hf,vanilla,$(STRATEGIES) \
 	      --num-skip-frac $$f --device $(DEVICE) --dtype $(DTYPE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT)) \
 	      $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/$(DEVICE)-strategies-m$$f.jsonl \
 	      --answer-dir $(BENCH_DIR)/specbench-$(DEVICE)-m$$f | tee $(BENCH_DIR)/$(DEVICE)-strategies-m$$f.txt || exit 1; \
 	done
-	$(PY) -m clasp_core.bench.sweep --prompts $(PROMPTS) --per-task 1 --max-new-tokens 64 \
+	$(PY) -m clasp_core.bench.sweep $(PROMPTS_ARG) --per-task 1 --max-new-tokens 64 \
 	    --strategies $(STRATEGIES) --m-fracs 0.15,0.25,0.35,0.45,0.55 --device $(DEVICE) --dtype $(DTYPE) \
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl | tee $(BENCH_DIR)/$(DEVICE)-tau-vs-m.txt
 	$(PY) -m ui.bench_figures --sweep $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl --out $(BENCH_DIR) --prefix $(DEVICE)

@@ -7,7 +7,7 @@ import torch
 from ui.page_bench import free_port  # noqa: F401 - one free-port helper for the app tests and page_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "bench" / "specbench-dev.jsonl"
+BENCH = ROOT / "clasp_core" / "bench" / "data" / "spec_bench_dev.jsonl"   # shipped with the bench
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 

@@ -65,9 +65,13 @@ def fractions(prog: str, text: str) -> list[float]:
     return fs
 
 
-def read_prompts(prog: str, path: str, limit: int | None = None) -> list[dict]:
-    """Spec-Bench questions (JSON lines), the first ``limit`` of them."""
-    p = Path(path)
+# Spec-Bench's first four questions of each task, shipped as package data (see data/NOTICE.md).
+DEFAULT_PROMPTS = Path(__file__).resolve().parent / "data" / "spec_bench_dev.jsonl"
+
+
+def read_prompts(prog: str, path: str | None, limit: int | None = None) -> list[dict]:
+    """Spec-Bench questions (JSON lines; the shipped sample when ``path`` is None), the first ``limit``."""
+    p = Path(path) if path else DEFAULT_PROMPTS
     if not p.is_file():
         raise fail(prog, f"prompts file not found: {path}")
     rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -75,7 +79,7 @@ def read_prompts(prog: str, path: str, limit: int | None = None) -> list[dict]:
 
 
 def pick_prompts(rows: list[dict], per_task: int) -> list[dict]:
-    """The first ``per_task`` questions of each task."""
+    """The first ``per_task`` questions of each task (fewer where the file has fewer)."""
     seen: dict[str, int] = defaultdict(int)
     out = []
     for r in rows:

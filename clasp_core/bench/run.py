@@ -1,6 +1,6 @@
 r"""Spec-Bench style runs of hf, vanilla and the CLaSp strategies on the same prompts, and the table.
 
-    python -m clasp_core.bench --prompts ../shared/bench/specbench-dev.jsonl \
+    python -m clasp_core.bench --per-task 4 \
         --max-new-tokens 128 --methods hf,vanilla,clasp --out results.jsonl
 
 ``hf`` is transformers ``model.generate`` (the losslessness reference at T=0), ``vanilla`` this
@@ -52,7 +52,8 @@ def summarize(rows: list[dict], temperature: float) -> str:
 
 def parse_args(argv=None):
     ap = parser(PROG, __doc__)
-    ap.add_argument("--prompts", required=True, help="Spec-Bench question file (JSON lines)")
+    ap.add_argument("--prompts", default=None,
+                    help="Spec-Bench question file (JSON lines); default: the 24 shipped questions (4 per task)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--methods", default="hf,vanilla,clasp", help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--out", default="results.jsonl")

@@ -1,8 +1,8 @@
 r"""Sweeps: M, K, DET and LOI one at a time around the defaults, or M for each way of choosing layers.
 
-    python -m clasp_core.bench.sweep --prompts ../shared/bench/specbench-dev.jsonl --per-task 1 \
+    python -m clasp_core.bench.sweep --per-task 1 \
         --max-new-tokens 64 --out sweep.jsonl
-    python -m clasp_core.bench.sweep --prompts ../shared/bench/specbench-dev.jsonl --per-task 1 \
+    python -m clasp_core.bench.sweep --per-task 1 \
         --strategies clasp,clasp-once,static,early-exit,random --m-fracs 0.15,0.25,0.35,0.45,0.55
 
 For each prompt, vanilla runs once and every point of the sweep runs on the same prompt (all
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     ap = parser(PROG, __doc__)
-    ap.add_argument("--prompts", required=True)
+    ap.add_argument("--prompts", default=None, help="Spec-Bench question file; default: the shipped 24")
     ap.add_argument("--per-task", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--strategies", default=None,
