@@ -23,7 +23,7 @@ def clone(tmp_path_factory) -> Path:
     return dest
 
 
-def run_in(clone: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_in(clone: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["PYTHONPATH"] = str(clone)                   # the clone's code, not an editable install elsewhere
     return subprocess.run([sys.executable, *args], cwd=clone, env=env, capture_output=True, text=True,
