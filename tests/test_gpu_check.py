@@ -11,7 +11,7 @@ import torch
 from clasp_core.bench import shapes
 from clasp_core.bench.methods import reserve, run_one
 from clasp_core.bench.run import _NoBar, graphs_line, progress_bar
-from clasp_core.decoding import GenConfig, generate, get_runner
+from clasp_core.decoding import GenConfig, encode_prompt, generate, get_runner
 from clasp_core.layer_dp import choose_skip_set
 from clasp_core.model import from_modules, load_model
 from clasp_core.runner import Runner
@@ -119,7 +119,8 @@ def test_shape_study_records_graphs_and_frees_the_model(monkeypatch):
 def test_bench_sizes_the_cache_once_and_rows_carry_graphs(tiny_dir):
     lm = load_model(str(tiny_dir), device="cpu", dtype="float32")
     lm._runner = Runner(lm.model, static=True)                      # the CUDA path's bookkeeping
-    prompts = bench_prompts(1)
+    prompts = [q for q in bench_prompts(1) if len(encode_prompt(lm, q["turns"][0])[0]) < 400][:3]  # tiny: 512
+    assert len({len(encode_prompt(lm, q["turns"][0])[0]) for q in prompts}) == 3      # of different lengths
     cfg = GenConfig(num_skip=1, draft_len=3, det=0.0, max_new_tokens=6)
     cap = reserve(lm, prompts, cfg)
     fast = get_runner(lm).fast
