@@ -171,6 +171,16 @@ def test_gpu_check_on_a_cpu_passes_without_gradio_or_plotly(tmp_path, tiny_dir):
     assert all(seen == [] for _, seen in records), [r for r in records if r[1]]
 
 
+def test_gpu_checks_without_pytest_pass_on_a_cpu():
+    """The checks gpu_check runs where pytest is missing (on the GPU machine), here on a CPU."""
+    import argparse
+
+    from clasp_core.bench import gpu_check
+
+    checks = gpu_check.step_checks(argparse.Namespace(device="cpu"))
+    assert len(checks) == 4 and all(c["ok"] for c in checks.values())
+
+
 def test_gpu_check_says_what_is_missing(tmp_path, monkeypatch):
     from clasp_core.bench import gpu_check
 

@@ -242,9 +242,17 @@ def step_probe(a) -> dict:
             eager_vs_ref_max_abs=_max_abs(e, ref), eager_vs_ref_argmax_same=_same(e, ref),
             static_vs_ref_max_abs=_max_abs(s, ref), static_vs_ref_argmax_same=_same(s, ref),
             dp_fixed_vs_variable_max_abs=_dp_diff(eager, ids, n, lm.num_layers),
-            kernels=_kernels(eager, static, ids, n, default_num_skip(lm.num_layers)))
+            kernels=_guarded(_kernels, eager, static, ids, n, default_num_skip(lm.num_layers)))
         del lm, eager, static
     return res
+
+
+def _guarded(fn, *args):
+    """fn(*args), or the error as text: a profiler that fails must not take the logits with it."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported in the step's JSON
+        return f"FAILED: {type(e).__name__}: {e}"
 
 
 class _nullcontext:
