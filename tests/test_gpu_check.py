@@ -181,6 +181,21 @@ def test_gpu_checks_without_pytest_pass_on_a_cpu():
     assert len(checks) == 4 and all(c["ok"] for c in checks.values())
 
 
+def test_a_hanging_or_failing_step_does_not_stop_the_rest(tmp_path):
+    from clasp_core.bench.gpu_check import Step, report, run_all
+
+    steps = [Step("hangs", 2, ["-c", "import time; print('started', flush=True); time.sleep(60)"]),
+             Step("fails", 30, ["-c", "import sys; print('a table'); sys.exit('broken')"]),
+             Step("works", 30, ["-c", "import time; print('| a | b |'); time.sleep(4)"]),
+             Step("late", 30, ["-c", "pass"])]
+    run_all(steps, tmp_path, budget_s=14)      # MIN_STEP_S = 10: the last one finds too little of it left
+    assert [s.status for s in steps] == ["TIMEOUT (2 s)", "FAIL (exit 1)", "ok", "skipped (budget spent)"]
+    assert steps[0].seconds < 30 and (tmp_path / "hangs.out").read_text() == "started\n"
+    text = report(steps, tmp_path)
+    assert "broken" in text and "| a | b |" in text and text.rstrip().endswith(f"1/4 steps ok; files in {tmp_path}")
+    assert "| late | skipped (budget spent) |" in (tmp_path / "summary.md").read_text()
+
+
 def test_gpu_check_says_what_is_missing(tmp_path, monkeypatch):
     from clasp_core.bench import gpu_check
 
