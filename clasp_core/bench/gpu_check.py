@@ -143,6 +143,8 @@ def report(steps: list[Step], out: Path) -> str:
             continue
         parts.append(f"\n## {s.name}: {s.status}\n")
         text = tail(out / f"{s.name}.out", 60)
+        if not text and (out / f"{s.name}.json").is_file():       # cut short: what it had written by then
+            text = "\n".join(flat(json.loads((out / f"{s.name}.json").read_text())))
         if text:
             parts.append(text)
         if s.status != "ok":
@@ -217,10 +219,11 @@ def step_probe(a) -> dict:
 
     K = 8
     res: dict = dict(cudnn_sdpa_preferred=os.environ.get("TORCH_CUDNN_SDPA_PREFERRED"), dtypes={})
+    partial = Path(a.out, f"{a.tag or 'probe'}.json")          # rewritten after each part: a timeout keeps them
     ref = None
     for dtype in ("float32", "float16"):
         lm = load_model(a.model, device=a.device, dtype=dtype)
-        ids = torch.tensor(_prompt_ids(lm), device=lm.model.device)
+        ids = torch.tensor(_prompt_ids(lm, 200 if a.device == "cuda" else 40), device=lm.model.device)
         n = len(ids) - K - 2                    # prefix; then one decode token and a K+1 verify block
         cap = len(ids) + 64
         eager, static = Runner(lm.model, cap, static=False), Runner(lm.model, cap, static=True)
@@ -236,13 +239,17 @@ def step_probe(a) -> dict:
             ref = logits(eager, math=True)
         static.prepare(K + 1)
         e, s = logits(eager), logits(static)
-        res["dtypes"][dtype] = dict(
+        got = res["dtypes"][dtype] = dict(
             graphs=static.graphs, graph_failed=static.capture_failed,
             static_vs_eager_max_abs=_max_abs(s, e), static_vs_eager_argmax_same=_same(s, e),
             eager_vs_ref_max_abs=_max_abs(e, ref), eager_vs_ref_argmax_same=_same(e, ref),
             static_vs_ref_max_abs=_max_abs(s, ref), static_vs_ref_argmax_same=_same(s, ref),
-            dp_fixed_vs_variable_max_abs=_dp_diff(eager, ids, n, lm.num_layers),
-            kernels=_guarded(_kernels, eager, static, ids, n, default_num_skip(lm.num_layers)))
+            dp_fixed_vs_variable_max_abs=_dp_diff(eager, ids, n, lm.num_layers))
+        print(f"probe {dtype}: logits compared", file=sys.stderr, flush=True)
+        partial.write_text(json.dumps(res, indent=1, default=str))
+        got["kernels"] = _guarded(_kernels, eager, static, ids, n, default_num_skip(lm.num_layers))
+        print(f"probe {dtype}: kernels listed", file=sys.stderr, flush=True)
+        partial.write_text(json.dumps(res, indent=1, default=str))
         del lm, eager, static
     return res
 
