@@ -66,6 +66,15 @@ bench-gpu: $(STAMP)
 	$(PY) -m clasp_core.bench.shapes --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
 	    --out $(BENCH_DIR)/gpu-shapes.json | tee $(BENCH_DIR)/gpu-shapes.txt
 
+# One command for a bare CUDA machine (issue 22): its own python3 with torch and transformers (gguf for
+# a .gguf), no venv, no pip, no network. MODEL defaults to $CLASP_GPU_MODEL (shared/tools/gpu-prepare.sh
+# sets it); every log, JSON and table goes under GPU_OUT. On a CPU: make gpu-check GPU_DEVICE=cpu MODEL=DIR
+GPU_OUT ?= gpu-check
+.PHONY: gpu-check
+gpu-check:
+	$(PYTHON) -m clasp_core.bench.gpu_check $(if $(MODEL),--model $(MODEL)) --device $(GPU_DEVICE) \
+	    --out $(GPU_OUT) $(ARGS)
+
 # What a visitor waits for: the app in its own process, driven through gradio_client; page seconds
 # (submit -> last update) against the engine's wall time in the run's trace (goal: at most 1.2x).
 bench-page: $(STAMP)

@@ -10,6 +10,7 @@ tests to check it against the ordinary path); graphs are only captured on CUDA.
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -39,6 +40,7 @@ class StaticSteps:
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self.capture_s = 0.0
+        self.failed: str | None = None       # why capture failed (graphs are off from then on)
         self.capacity = runner.capacity
         self.cols = torch.arange(self.capacity, device=runner.device)   # cache slots, for the masks
 
@@ -108,9 +110,13 @@ class StaticSteps:
             g = self.record(i, T)
             self.graphs[(i, T)] = g
         except RuntimeError as e:                # an op that cannot be captured: run without graphs
-            warnings.warn(f"CUDA graph capture failed for layer {i}, {T} tokens ({e}); "
-                          f"running the static path without graphs")
+            self.failed = f"layer {i}, {T} tokens: {e}"
+            msg = (f"CUDA graph capture failed for {self.failed}; running the static path without graphs "
+                   f"(every timing from here on is WITHOUT graphs)")
+            print(f"!! {msg}", file=sys.stderr, flush=True)   # loud: a warning alone is easy to miss
+            warnings.warn(msg)
             self.use_graphs = False
+            self.graphs.clear()                  # none of them replays from now on
         finally:
             for t, s in zip(state, saved):
                 t.copy_(s)
@@ -136,7 +142,8 @@ class StaticSteps:
 
     @torch.inference_mode()
     def capture_all(self, max_T: int) -> float:
-        """Capture every (layer, bucket) needed for up to max_T tokens; returns the seconds spent."""
+        """Capture every (layer, bucket) needed for up to max_T tokens; returns the seconds spent
+        (0 when no graph runs: off CUDA, or when a capture failed)."""
         t0 = self.capture_s
         for T in buckets_upto(max_T):
             for i in range(self.r.num_layers):
@@ -144,7 +151,7 @@ class StaticSteps:
                     break
                 if (i, T) not in self.graphs:
                     self.capture(i, T)
-        return self.capture_s - t0
+        return self.capture_s - t0 if self.use_graphs else 0.0
 
     # ---- a forward over the static path --------------------------------------------------------
     def forward(self, ids: torch.Tensor, start: int, skip, hidden: bool, last_only: bool):

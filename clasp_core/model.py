@@ -253,6 +253,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         raise ValueError(f"could not read the config of {name}: {type(e).__name__}: {e}") from None
     check_architecture(config)
     _say(progress, f"Loading {name} on {dev} as {str(dt).replace('torch.', '')}…")
+    load_in_this_thread()
     # straight onto the device, no full CPU copy first; CLASP_DEVICE_MAP=auto spreads over several GPUs
     device_map = os.environ.get("CLASP_DEVICE_MAP") if dev.type == "cuda" else None
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, local_files_only=True,
@@ -261,6 +262,22 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
     tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
     return LoadedModel(model=model, tokenizer=tok, name=name, device=str(dev),
                        dtype=dtype_name(dt))
+
+
+def on_zero_gpu() -> bool:
+    """Whether Hugging Face ZeroGPU's CUDA emulation is on (``spaces`` imported, SPACES_ZERO_GPU set)."""
+    return "spaces" in sys.modules and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def load_in_this_thread() -> None:
+    """On ZeroGPU, make transformers load the weights in the calling thread.
+
+    transformers 5 materialises weights in a thread pool, and ZeroGPU's CUDA emulation covers only
+    the thread that imported ``spaces``: a loader thread reaches real CUDA, which the main process
+    of a ZeroGPU Space has not got, and the module-scope load fails. HF_DEACTIVATE_ASYNC_LOAD=1
+    (read at each load) keeps it in this thread (tests/test_gpu_check.py simulates it)."""
+    if on_zero_gpu():
+        os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
 
 
 def from_modules(model: torch.nn.Module, tokenizer=None, name: str = "custom") -> LoadedModel:

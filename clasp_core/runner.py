@@ -45,6 +45,9 @@ class Runner:
             static = self.device.type == "cuda" and os.environ.get("CLASP_CUDA_GRAPHS", "1") != "0"
         self.static = static and not self.spread
         self.fast: StaticSteps | None = None
+        # the DP's attention over the whole cache (padded keys, masked) so its shapes do not change
+        # every round: one attention plan per candidate count on a GPU (cuDNN builds one per shape)
+        self.dp_fixed = self.device.type == "cuda"
         # CPU: short blocks multiply by copies of the weights laid out [in, out] (packed.py)
         self.packed = Packed(self.layers, self.lm_head) if want_packed(model, self.device) else None
         if capacity:
@@ -70,8 +73,9 @@ class Runner:
             capacity = -(-(capacity + BUCKETS[-1]) // 256) * 256   # static buffers span the whole cache:
         if self.cache.allocate(capacity) and self.static:          # room for padded blocks, rounded up
             spent = self.capture_s      # graphs hold the old cache tensors: start afresh, keep counting
-            self.fast = StaticSteps(self, use_graphs=True)
-            self.fast.capture_s = spent
+            failed = self.capture_failed                           # and do not retry a failed capture
+            self.fast = StaticSteps(self, use_graphs=failed is None)
+            self.fast.capture_s, self.fast.failed = spent, failed
 
     def prepare(self, max_tokens: int) -> float:
         """Capture the CUDA graphs for blocks of up to max_tokens now, outside any timed run.
@@ -82,12 +86,18 @@ class Runner:
 
     @property
     def capture_s(self) -> float:
-        return self.fast.capture_s if self.fast is not None else 0.0
+        """Seconds spent capturing graphs; 0 where none run (off CUDA, or after a failed capture)."""
+        return self.fast.capture_s if self.graphs else 0.0
 
     @property
     def graphs(self) -> int:
-        """How many per-layer CUDA graphs are captured (0 off CUDA)."""
-        return len(self.fast.graphs) if self.fast is not None else 0
+        """How many per-layer CUDA graphs are captured and in use (0 off CUDA or after a failed capture)."""
+        return len(self.fast.graphs) if self.fast is not None and self.fast.use_graphs else 0
+
+    @property
+    def capture_failed(self) -> str | None:
+        """Why graph capture failed (None: it did not, or graphs were never tried)."""
+        return self.fast.failed if self.fast is not None else None
 
     def rollback(self, length: int) -> None:
         """Forget every slot from ``length`` on (free: nothing is copied)."""
@@ -184,11 +194,30 @@ class Runner:
         dev = self.layer_devices[i]
         x = cand[None].to(dev)
         cos, sin = self.rotary(x, torch.full((1, C), p, device=dev))
-        mask = torch.zeros(C, hi, dtype=torch.bool, device=dev)
+        end = None if self.dp_fixed else hi              # None: keys over the whole cache
+        mask = torch.zeros(C, self.capacity if self.dp_fixed else hi, dtype=torch.bool, device=dev)
         mask[:, :p] = True
         mask[:, lo:hi] = torch.eye(C, dtype=torch.bool, device=dev)
-        out = self.layer_step(i, x, cos, sin, torch.arange(lo, hi, device=dev), mask, hi)[0]
+        at = torch.arange(lo, hi, device=dev)
+        try:
+            out = self.layer_step(i, x, cos, sin, at, mask, end)[0]
+        except RuntimeError as e:
+            if dev.type != "cuda":
+                raise
+            out = self.layer_step_math(i, x, cos, sin, at, mask, end, e)[0]
         return out.to(self.device)
+
+    def layer_step_math(self, i, x, cos, sin, at, mask, end, error: Exception) -> torch.Tensor:
+        """The DP's layer call again on the math attention backend, after the preferred one (cuDNN on
+        recent GPUs) failed on this shape; said once, loudly."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        if not getattr(self, "_dp_math_said", False):
+            print(f"!! the layer DP's attention failed on the default SDPA backend ({error}); "
+                  f"using the math backend for it", file=sys.stderr, flush=True)
+            self._dp_math_said = True
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self.layer_step(i, x, cos, sin, at, mask, end)
 
 
 def move(device: torch.device, *tensors):

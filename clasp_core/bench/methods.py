@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from ..decoding import GenConfig, encode_prompt, generate
+from ..decoding import GenConfig, encode_prompt, generate, get_runner
 from ..model import LoadedModel
 from ..trace import Round, Step
 from .common import sync
@@ -54,7 +54,8 @@ def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig) -> dict:
     wall = time.perf_counter() - t0
     out = out[0, len(ids):].tolist()
     return dict(new_tokens=len(out), wall_s=wall, tokens_per_s=len(out) / wall, token_ids=out,
-                text=lm.tokenizer.decode(out, skip_special_tokens=True), accept_lengths=[1] * len(out))
+                text=lm.tokenizer.decode(out, skip_special_tokens=True), accept_lengths=[1] * len(out),
+                graphs=0, graph_capture_s=0.0)       # transformers runs eagerly: none of our graphs
 
 
 def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> dict:
@@ -66,6 +67,9 @@ def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> 
                # tokens each decoding step added (the prefill's token is no step)
                accept_lengths=[len(e.emitted) if isinstance(e, Round) else 1
                                for e in events if isinstance(e, (Round, Step))])
+    runner = get_runner(lm)       # whether the run replayed CUDA graphs, and what capturing cost before it
+    row.update(graphs=runner.graphs, graph_capture_s=events[0].params.get("graph_capture_s", 0.0),
+               graph_failed=runner.capture_failed)
     if kind == "clasp":
         row.update(M=cfg.resolved(lm.num_layers).num_skip, rounds=done.rounds, drafted=done.drafted,
                    accepted=done.accepted, tau=done.tau, dp_s=done.dp_s, draft_s=done.draft_s,
@@ -79,6 +83,17 @@ def run_one(lm: LoadedModel, q: dict, method: str, cfg: GenConfig) -> dict:
     row = run_hf(lm, ids, cfg) if method == "hf" else run_engine(lm, ids, cfg, method)
     return dict(question_id=q["question_id"], category=q["category"], task=task_of(q["category"]),
                 method=method, **row)
+
+
+def reserve(lm: LoadedModel, prompts: list[dict], cfg: GenConfig) -> int:
+    """Allocate the KV cache once for the longest prompt (and capture the graphs for it) before the
+    warm-up, so no prompt of the run grows the cache and recaptures every graph. Returns its size."""
+    cfg = cfg.resolved(lm.num_layers)
+    longest = max(len(encode_prompt(lm, q["turns"][0])[0]) for q in prompts)
+    runner = get_runner(lm)
+    runner.allocate(longest + cfg.max_new_tokens + cfg.draft_len + cfg.num_skip + 2)   # as generate() asks
+    runner.prepare(cfg.draft_len + 1)
+    return runner.capacity
 
 
 def warm_up(lm: LoadedModel, methods: list[str], cfg: GenConfig) -> None:

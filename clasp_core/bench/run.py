@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from ..decoding import GenConfig
 from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
-from .methods import METHODS, check, run_one, warm_up
+from .methods import METHODS, check, reserve, run_one, warm_up
 from .specbench import model_id, write_answers
 from .stats import pooled
 
@@ -74,8 +74,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from tqdm.auto import tqdm
-
     a = parse_args(argv)
     methods = split(PROG, "method", a.methods, METHODS)
     try:
@@ -94,11 +92,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         raise fail(PROG, str(e)) from None
     print(f"M={cfg.num_skip} K={cfg.draft_len} DET={cfg.det} LOI={cfg.loi} T={cfg.temperature}", file=sys.stderr)
+    if set(methods) - {"hf"}:
+        reserve(lm, prompts, cfg)          # the cache and graphs once, for the longest prompt
     if not a.no_warmup:
         warm_up(lm, methods, cfg)
     rows = []
-    with open(a.out, "w", encoding="utf-8") as f, tqdm(total=len(prompts) * len(methods), desc="bench",
-                                                       file=sys.stderr) as bar:
+    with open(a.out, "w", encoding="utf-8") as f, progress_bar(len(prompts) * len(methods)) as bar:
         for q in prompts:
             for m in methods:  # interleaved, so drift on a noisy machine hits every method alike
                 row = run_one(lm, q, m, cfg)
@@ -110,4 +109,39 @@ def main(argv=None) -> int:
         for path in write_answers(rows, a.answer_dir, model_id(lm.name)):
             print(f"Spec-Bench answers: {path}", file=sys.stderr)
     print(summarize(rows, a.temperature))
+    print(graphs_line(rows))
     return 0
+
+
+def graphs_line(rows: list[dict]) -> str:
+    """Whether the engine's runs replayed CUDA graphs: a timing without them is another measurement."""
+    engine = [r for r in rows if r["method"] != "hf"]
+    failed = next((r["graph_failed"] for r in engine if r.get("graph_failed")), None)
+    if failed:
+        return f"\n!! CUDA graphs: capture FAILED ({failed}); the engine ran without graphs"
+    n = max((r.get("graphs", 0) for r in engine), default=0)
+    return f"\nCUDA graphs: {n} per-layer graphs" + (" (none: not on CUDA, or turned off)" if not n else "")
+
+
+class _NoBar:
+    """Stands in for tqdm where it is not installed (a bare GPU machine)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def set_postfix_str(self, s):
+        pass
+
+    def update(self, n=1):
+        pass
+
+
+def progress_bar(total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="bench", file=sys.stderr)

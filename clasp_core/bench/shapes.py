@@ -12,6 +12,7 @@ model; the projection is labelled as such and is not a measured speedup.
 """
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -30,7 +31,8 @@ SHAPES = {
     # Llama-3-8B's config
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                       num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
-    # a deeper model that fits one 80 GB card in fp16: Llama-3-8B's width, 80 layers (~14.7B parameters)
+    # a deeper model that fits one 80 GB card in fp16: Llama-3-8B's width, 80 layers (18.5B parameters,
+    # 37 GB in fp16; param_count() computes it from the config)
     "deep-80": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=80, num_attention_heads=32,
                     num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
     # SmolLM2-135M's config (the app's default model)
@@ -46,10 +48,24 @@ PAPER_TAU = {"llama3-8b": ("LLaMA-3-8B", 3.68, 6.22), "deep-80": ("LLaMA-3-70B",
 RATIOS = (0.25, DEFAULT_SKIP_FRACTION, 0.5, 0.6)
 
 
-def build(shape: str, device: torch.device, dtype: torch.dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def config(shape: str):
+    from transformers import LlamaConfig
 
-    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, tie_word_embeddings=False)
+    return LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, tie_word_embeddings=False)
+
+
+def param_count(shape: str) -> int:
+    """The shape's parameter count, from a model built on the meta device (no memory, no weights)."""
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in LlamaForCausalLM(config(shape)).parameters())
+
+
+def build(shape: str, device: torch.device, dtype: torch.dtype):
+    from transformers import LlamaForCausalLM
+
+    cfg = config(shape)
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -120,25 +136,29 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
                full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
                draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
                dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
+               graphs=runner.graphs, graph_failed=runner.capture_failed,
                projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
                                     f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
                                tau=[tau_lo, tau_hi],
                                speedup_loi1=[project(tau_lo, 1), project(tau_hi, 1)],
                                speedup_loi32=[project(tau_lo, 32), project(tau_hi, 32)]))
-    del runner, model
+    del runner, model, hs, xs, prompt, block
+    gc.collect()                 # Runner.fast and StaticSteps.r refer to each other: only gc frees the weights
     if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     return out
 
 
 def table(results: list[dict]) -> str:
-    head = ["shape", "L", "device", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6", "verify K+1 / full",
+    head = ["shape", "L", "device", "graphs", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6", "verify K+1 / full",
             "DP ms (/full)", "projected speedup LOI=1", "LOI=32"]
     rows = []
     for r in results:
         p = r["projection"]
         rows.append([f"{r['shape']} ({r['params_b']:.2f}B)", r["layers"], f"{r['gpu']} {r['dtype']}",
-                     f"{r['full_ms']:.2f}", ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
+                     "FAILED" if r.get("graph_failed") else r.get("graphs", 0), f"{r['full_ms']:.2f}", ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
                      f"{r['verify_rel']:.2f}", f"{r['dp_ms']:.1f} ({r['dp_rel']:.1f})",
                      f"{p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x",
                      f"{p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x"])
