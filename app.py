@@ -35,10 +35,11 @@ from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
+from ui.auto_view import auto_summary
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
-from ui.state import RunState, is_plain
+from ui.state import RunState
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
 ASSETS = Path(__file__).parent / "assets"
@@ -156,20 +157,8 @@ def end_session(request: gr.Request = None):
 
 
 def auto_note(view, device: str) -> str:
-    """What auto did with the knobs it overrides (K, DET, LOI), from the run's own rounds."""
-    if view is None or not view.params.get("auto"):
-        return ""
-    rounds = view.rounds
-    drafting = [r for r in rounds if not is_plain(r)]
-    if not drafting:
-        return (f"  \n**auto decoded plainly**: on this device ({device}) drafting measured slower than plain "
-                "steps. Untick *auto* to watch CLaSp draft anyway.")
-    ks = [r.k_max or len(r.drafted) for r in drafting]
-    ms = sorted({len(r.skip) for r in drafting})
-    return (f"  \n**auto**: drafted in {len(drafting)} of {len(rounds)} rounds, K = {min(ks)}–{max(ks)} per round "
-            f"(the K slider is its upper bound), M ∈ {{{', '.join(map(str, ms))}}}; DET was not used (auto drafts "
-            f"exactly K tokens and lets the full model judge them); the layer DP ran {len(view.choices)}× "
-            f"(auto stretches LOI so the DP stays near 3% of the time).")
+    """What auto did with the knobs it overrides (K, DET, LOI), and why (ui.auto_view)."""
+    return auto_summary(view, device)
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
@@ -271,11 +260,16 @@ def stop(request: gr.Request = None):
     return "Stopping after the current round…"
 
 
+AUTO_INFO = ("M up to the slider (its set backtracked from the DP's table), K up to the slider; takes plain steps "
+             "where drafting is predicted or measured slower (e.g. on a CPU). The status says why.")
+
+
 def knob_notes(auto: bool):
     """The knobs auto overrides say so next to themselves."""
     if auto:
-        return (gr.update(info="not used while auto is on: auto drafts exactly K tokens per round"),
-                gr.update(info="a lower bound while auto is on: it stretches LOI to keep the DP near 3% of time"),
+        return (gr.update(info="not used while auto is on: auto drafts the K it plans each round, no confidence stop"),
+                gr.update(info="a lower bound while auto is on: it stretches LOI aiming to keep the DP near 3% of "
+                               "the time (the Timing tab shows the share measured)"),
                 gr.update(info="with auto on, measured timings steer the draft, so one seed can give different "
                                "(equally exact) samples; untick auto for reproducible sampled runs"))
     return (gr.update(info=None), gr.update(info=None),
@@ -285,7 +279,7 @@ def knob_notes(auto: bool):
 def auto_for_strategy(strategy: str, auto: bool):
     """auto picks M per round from the DP's table, so it runs with the DP's layer choices only."""
     if strategy in DP_STRATEGIES:
-        return gr.update(interactive=True, info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
+        return gr.update(interactive=True, info=AUTO_INFO)
     return gr.update(value=False, interactive=False,
                      info=f"off for the {strategy} layer choice: auto picks M per round from the DP's table, "
                           f"which only {' and '.join(DP_STRATEGIES)} build")
@@ -358,8 +352,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                 status = gr.Markdown("Ready.", elem_id="status")
-                auto = gr.Checkbox(value=True, label="auto: choose M and K from measured costs",
-                                   info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
+                auto = gr.Checkbox(value=True, label="auto: choose M and K each round from measured costs",
+                                   info=AUTO_INFO)
                 num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")

@@ -212,7 +212,7 @@ class AutoPolicy:
                 "fallbacks": self.fallbacks}
         if arm is not None:
             note.update(M=arm.M, K=k, draft_speed=speed, alpha=alpha, r_draft=self.r_draft(arm),
-                        r_verify=verify_cost(self.beta, k))
+                        draft_measured=bool(arm.step_s), r_verify=verify_cost(self.beta, k))
         return note
 
     # ---- what a round tells ----------------------------------------------------------------
