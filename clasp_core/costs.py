@@ -74,9 +74,33 @@ def draft_steps(r: Round) -> int:
     return r.draft_steps
 
 
+OUTLIER = 3.0          # a round slower than this many times the median of its kind is an outlier
+
+
+def outlier_rounds(rounds: list[Round]) -> dict[int, float]:
+    """{Round.index: times the median} for rounds far slower than the others of their kind (plain steps
+    or drafting rounds of the same number of drafts): warm-up steps, a page render, a background job.
+    The cost model leaves them out and the round table marks them."""
+    groups: dict[tuple, list[Round]] = {}
+    for r in rounds:
+        groups.setdefault((r.drafting, len(r.drafted)), []).append(r)
+    out = {}
+    for group in groups.values():
+        if len(group) < 3:
+            continue
+        mid = median(r.draft_s + r.verify_s for r in group)
+        for r in group:
+            if mid > 0 and r.draft_s + r.verify_s > OUTLIER * mid:
+                out[r.index] = (r.draft_s + r.verify_s) / mid
+    return out
+
+
 def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) -> Costs | None:
-    """The cost model's terms measured in a CLaSp run; ``step_s``: one plain step, e.g. from vanilla."""
-    drafting = [r for r in rounds if r.drafting]
+    """The cost model's terms measured in a CLaSp run; ``step_s``: one plain step, e.g. from vanilla.
+
+    Outlier rounds (``outlier_rounds``) are left out of every term."""
+    slow = outlier_rounds(rounds)
+    drafting = [r for r in rounds if r.drafting and r.index not in slow]
     if not drafting or step_s <= 0:
         return None
     steps = sum(r.draft_steps for r in drafting)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from clasp_core.metrics import acceptance_rate
+from clasp_core.metrics import acceptance_rate, speedup
+from clasp_core.strategies import DP_STRATEGIES
 
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunState
@@ -36,10 +37,25 @@ def run_summary(state: RunState) -> dict | None:
         return None
     p, d = c.params, c.done
     return {"prompt": c.prefill.prompt_text, "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
-            "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": p.get("loi"),
+            "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": loi_shown(c),
             "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),
-            "× vanilla": round(d.tokens_per_s / v.done.tokens_per_s, 2) if v.done.tokens_per_s else None}
+            "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None}
+
+
+def loi_shown(view) -> str:
+    """LOI as the run had it: the setting for a fixed CLaSp run; for auto, the drafting rounds per DP run
+    it measured (it stretches LOI); "once" for the DP run once; "–" for choices that run no DP."""
+    p, d = view.params, view.done
+    strategy = p.get("strategy", "clasp")
+    if strategy not in DP_STRATEGIES:
+        return "–"
+    if strategy != "clasp":
+        return "once"
+    if p.get("auto"):
+        drafting = sum(r.drafting for r in view.rounds)
+        return f"{drafting / d.dp_calls:.0f} (auto)" if d and d.dp_calls else "– (no DP ran)"
+    return str(p.get("loi"))
 
 
 def remember(history: list | None, state: RunState) -> list:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from .analysis import accepted_histogram, persistence_figure
+from .analysis import accepted_histogram, persistence_figure, persistence_note
 from .compare import STRATEGY_HELP, compare_dataframe, compare_figure
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
@@ -79,9 +79,8 @@ TABS = [
 
 ANALYSIS_HELP = (
     "**Two of the paper's analyses, on this run.** Left: how much the skip sets of rounds *d* apart overlap, as "
-    "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers). If it stays high, the set barely changes "
-    "between nearby rounds, which is why re-running the DP only every LOI rounds loses little. Right: how many "
-    "draft tokens each round got accepted.")
+    "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers); the note under the plots says what this "
+    "run's curve supports. Right: how many draft tokens each round got accepted.")
 
 
 # ---- render functions that combine views of ui/ ---------------------------------------------------
@@ -157,6 +156,8 @@ VIEWS = [
          row="plots"),
     View("histogram", "Teach", lambda: gr.Plot(accepted_histogram(None)), lambda s: accepted_histogram(s.clasp),
          row="plots"),
+    View("persistence_note", "Teach", lambda: gr.Markdown("", elem_id="persistence-note"),
+         lambda s: persistence_note(s.clasp)),
     View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
                                                           elem_id="compare"),
