@@ -185,6 +185,20 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
         _running.discard(key)
 
 
+def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
+            strategy="clasp", history=None, request: gr.Request = None):
+    """Compare's "Run all five": every layer choice on this prompt with the same M, K, DET and LOI, one after
+    the other, auto off for all (auto runs with the DP's choices only, so it would make the rows unequal)."""
+    V = VIEW_COMPONENTS
+    for n, name in enumerate(STRATEGIES, 1):
+        for out in run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens,
+                       False, name, history, request):
+            history = out.get(V["history"], history)
+            if V["status"] in out:
+                out[V["status"]] = f"Run all five ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
+            yield out
+
+
 def decode_seconds(prompt, model, cfg, key, history) -> int:
     """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
     spec = (model or "").strip() or DEFAULT_SPEC
@@ -387,6 +401,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                   history]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
+        V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]

@@ -148,3 +148,63 @@ def test_the_jaccard_note_does_not_read_a_held_set_as_evidence():
     note = persistence_note(view)
     assert "by construction" in note and "every 19 rounds" in note
     assert "loses little" not in ANALYSIS_HELP + note and "barely changes" not in ANALYSIS_HELP + note
+
+
+# ---- Compare gives a fair verdict (issue 18 §3) ----------------------------------------------------
+def row(strategy, tau, drafted=60, det=0.7, auto=False, prompt="<|im_start|>user\nName two fruits.<|im_end|>",
+        speed=0.8):
+    return {"prompt": prompt, "temperature": 0.0, "strategy": strategy, "auto": auto, "M": 14, "K": 8, "DET": det,
+            "LOI": "1", "τ": tau, "acceptance": 0.5, "drafted": drafted, "tokens/s": 10.0, "× vanilla": speed}
+
+
+def test_compare_sets_only_runs_with_the_same_settings_side_by_side():
+    from ui.compare import compare_figure, conclusion
+
+    history = [row("clasp", 1.4, det=0.3), row("static", 1.2, det=0.7), row("clasp", 1.3, det=0.7)]
+    fig = compare_figure(history, None)
+    assert list(fig.data[0].x) == ["1. static", "2. clasp"]                 # the DET 0.3 run is left out
+    verdict = conclusion(history, None)
+    assert "DET 0.7" in verdict and "1 run(s) of this prompt with other settings are left out" in verdict
+
+
+def test_the_verdict_is_worded_from_the_rows():
+    from ui.compare import conclusion
+
+    fixed_wins = conclusion([row("clasp", 1.30, speed=0.7), row("static", 1.32, speed=0.9)], None)
+    assert "static drafts as well as CLaSp (τ 1.32 against 1.30) without the DP's cost" in fixed_wins
+    assert "static is fastest (0.90× vanilla)" in fixed_wins
+    dp_wins = conclusion([row("clasp", 1.6), row("early-exit", 1.2), row("random", 1.1, drafted=3)], None)
+    assert "buys τ +0.40 over the best fixed set (early exit)" in dp_wins
+    assert "Few drafts behind random" in dp_wins
+
+
+def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
+    from ui.compare import STRATEGY_HELP, compare_dataframe
+
+    other = "<|im_start|>user\nSay hi.<|im_end|>"
+    history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other)]
+    df = compare_dataframe(history, None)                   # the latest run's prompt first, then the others
+    assert df["prompt"].tolist() == ["Say hi.", "Name two fruits.", "Name two fruits."]
+    assert df["note"].tolist() == ["", "", "few drafts (1): noisy"]
+    assert "below" not in STRATEGY_HELP
+
+
+def test_run_all_five_runs_every_layer_choice_with_the_same_settings(monkeypatch):
+    import app
+    from ui.compare import STRATEGIES
+
+    app.build()
+    V = app.VIEW_COMPONENTS
+    calls = []
+
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, *rest):
+        auto, strategy, history = rest[-4], rest[-3], rest[-2]
+        calls.append((num_skip, draft_len, det, loi, auto, strategy, len(history)))
+        yield {V["status"]: "Done.", V["history"]: history + [strategy]}
+
+    monkeypatch.setattr(app, "run", fake_run)
+    outs = list(app.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
+    assert [c[5] for c in calls] == list(STRATEGIES)
+    assert {c[:5] for c in calls} == {(14, 8, 0.7, 1, False)}            # same M, K, DET, LOI; auto off for all
+    assert [c[6] for c in calls] == [0, 1, 2, 3, 4]                        # each run sees the rows before it
+    assert outs[-1][V["status"]].startswith("Run all five (5/5: random)")

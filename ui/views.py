@@ -13,7 +13,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from .analysis import accepted_histogram, persistence_figure, persistence_note
-from .compare import STRATEGY_HELP, compare_dataframe, compare_figure
+from .compare import STRATEGY_HELP, compare_dataframe, compare_figure, conclusion
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
@@ -72,8 +72,9 @@ TABS = [
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
-    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders): each finished run "
-                   "adds a row, so you can see what choosing the layers in context buys."),
+    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run all "
+                   "five*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
+                   "with the same settings; earlier prompts stay in the table, grouped by prompt."),
 ]
 
 
@@ -159,6 +160,10 @@ VIEWS = [
     View("persistence_note", "Teach", lambda: gr.Markdown("", elem_id="persistence-note"),
          lambda s: persistence_note(s.clasp)),
     View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
+    View("compare_run_all", "Compare", lambda: gr.Button("Run all five layer choices (this prompt, M, K and DET, "
+                                                         "auto off)", size="sm", elem_id="run-all-btn"), None),
+    View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
+         lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
                                                           elem_id="compare"),
          lambda s: compare_dataframe(s.history, s.state)),
