@@ -35,6 +35,7 @@ from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
+from ui import replay
 from ui.auto_view import auto_summary
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
@@ -402,6 +403,14 @@ def build(default_model: str | None = None) -> gr.Blocks:
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
+        replay_out = [V["replay_pos"], V["replay"], V["replay_timer"], V["replay_play"]]
+        V["replay_timer"].tick(replay.replay_tick, [run_state, V["replay_pos"]], replay_out, api_name=False,
+                               show_progress="hidden")
+        V["replay_play"].click(replay.replay_toggle, [V["replay_play"], V["replay_speed"], run_state, V["replay_pos"]],
+                               [V["replay_timer"], V["replay_play"], V["replay_pos"]], api_name=False)
+        V["replay_speed"].change(replay.replay_speed, [V["replay_speed"], V["replay_play"]], V["replay_timer"],
+                                 api_name=False)
+        V["replay_pos"].release(replay.replay_seek, [run_state, V["replay_pos"]], V["replay"], api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]

@@ -17,6 +17,7 @@ from .compare import STRATEGY_HELP, compare_dataframe, compare_figure, conclusio
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
+from .replay import replay_controls, replay_html, replay_range
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
 from .state import RunState
@@ -82,6 +83,13 @@ ANALYSIS_HELP = (
     "**Two of the paper's analyses, on this run.** Left: how much the skip sets of rounds *d* apart overlap, as "
     "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers); the note under the plots says what this "
     "run's curve supports. Right: how many draft tokens each round got accepted.")
+
+
+REPLAY_HELP = (
+    "**Slow motion.** Press ▶ to replay the run (or a loaded trace) one moment at a time: the draft's tokens "
+    "appear *pending* (dashed) with their probability q, the full model marks each accepted or rejected "
+    "(p, q and the rule), then its correction or bonus token is appended. On the right, the round's column of "
+    "the layer map is lit (purple: skipped layers).")
 
 
 # ---- render functions that combine views of ui/ ---------------------------------------------------
@@ -152,6 +160,9 @@ VIEWS = [
     View("explanation", "Teach", lambda: gr.Markdown(explain_round(None, 0), elem_id="explanation"),
          lambda s: explain_round(s.clasp, s.current or 0, measured_costs(s.clasp, s.vanilla))),
     View("rule", "Teach", lambda: gr.Markdown(ACCEPTANCE_RULE, elem_classes="help"), None),
+    View("replay_help", "Teach", lambda: gr.Markdown(REPLAY_HELP, elem_classes="help"), None),
+    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp)),
+    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"), lambda s: replay_html(s.clasp, 0)),
     View("analysis_help", "Teach", lambda: gr.Markdown(ANALYSIS_HELP, elem_classes="help"), None),
     View("persistence", "Teach", lambda: gr.Plot(persistence_figure(None)), lambda s: persistence_figure(s.clasp),
          row="plots"),
