@@ -21,6 +21,8 @@ from .replay import replay_controls, replay_html, replay_range
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
 from .state import RunState
+from .sweep_view import HELP as SWEEP_HELP
+from .sweep_view import sweep_figure
 from .teaching import ACCEPTANCE_RULE, explain_round
 from .timing import summary_html, timeline_figure, timing_html
 from .tokens import token_html
@@ -170,6 +172,8 @@ VIEWS = [
          row="plots"),
     View("persistence_note", "Teach", lambda: gr.Markdown("", elem_id="persistence-note"),
          lambda s: persistence_note(s.clasp)),
+    View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
+    View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
     View("compare_run_all", "Compare", lambda: gr.Button("Run all five layer choices (this prompt, M, K and DET, "
                                                          "auto off)", size="sm", elem_id="run-all-btn"), None),
