@@ -404,13 +404,15 @@ def build(default_model: str | None = None) -> gr.Blocks:
         prompt.submit(run, inputs, outputs, api_name=False)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
         replay_out = [V["replay_pos"], V["replay"], V["replay_timer"], V["replay_play"]]
+        # the replay needs no model: its cheap handlers skip the queue, so a run elsewhere never stalls them
         V["replay_timer"].tick(replay.replay_tick, [run_state, V["replay_pos"]], replay_out, api_name=False,
-                               show_progress="hidden")
+                               show_progress="hidden", queue=False)
         V["replay_play"].click(replay.replay_toggle, [V["replay_play"], V["replay_speed"], run_state, V["replay_pos"]],
-                               [V["replay_timer"], V["replay_play"], V["replay_pos"]], api_name=False)
+                               [V["replay_timer"], V["replay_play"], V["replay_pos"]], api_name=False, queue=False)
         V["replay_speed"].change(replay.replay_speed, [V["replay_speed"], V["replay_play"]], V["replay_timer"],
                                  api_name=False)
-        V["replay_pos"].release(replay.replay_seek, [run_state, V["replay_pos"]], V["replay"], api_name=False)
+        V["replay_pos"].release(replay.replay_seek, [run_state, V["replay_pos"]], V["replay"], api_name=False,
+                                queue=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]

@@ -159,11 +159,12 @@ class AutoPolicy:
             return base
         return max(base, math.ceil(dp / (0.03 * c1)))
 
-    def costs(self, arm: Arm, k: int, alpha: float) -> Costs:
-        """One round of k drafts with this arm, priced by the cost model (costs.py)."""
-        c1 = self.c1 or 0.0
-        return Costs(step_s=c1, k=k, r_draft=self.r_draft(arm), r_verify=verify_cost(self.beta, k),
-                     dp=self.dp_s / c1 if c1 else 0.0, loi=self.loi(1), tau=expected_tokens(alpha, k))
+    def costs(self, arm: Arm, k: int, alpha: float, est: tuple | None = None) -> Costs:
+        """One round of k drafts with this arm, priced by the cost model (costs.py); ``est``: the
+        (c1, beta, dp, loi) of this plan, measured once for all the arms and K it prices."""
+        c1, beta, dp, loi = est or (self.c1 or 0.0, self.beta, self.dp_s, self.loi(1))
+        return Costs(step_s=c1, k=k, r_draft=self.r_draft(arm), r_verify=verify_cost(beta, k),
+                     dp=dp / c1 if c1 else 0.0, loi=loi, tau=expected_tokens(alpha, k))
 
     def measured_speed(self) -> float | None:
         """Tokens per second of the recent drafting rounds, in plain steps (None: too few yet)."""
@@ -184,11 +185,12 @@ class AutoPolicy:
         if self.since_plain >= self.PROBE_EVERY:
             return self._plain("probe")
         best = (None, 0, 0.0, None)
+        est = (c1, self.beta, self.dp_s, self.loi(1))
         for arm in self.arms:
             bonus = self.explore if arm.trials < self.explore_trials else 0.0
             alpha = arm.alpha(bonus)
             for k in range(1, self.K_max + 1):
-                speed = self.costs(arm, k, alpha).speedup
+                speed = self.costs(arm, k, alpha, est).speedup
                 if speed > best[2]:
                     best = (arm, k, speed, alpha)
         arm, k, speed, alpha = best

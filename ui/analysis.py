@@ -29,7 +29,7 @@ def persistence_figure(view: RunView | None) -> go.Figure:
     if data:
         fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
                                  line=dict(color=SKIPPED), name="Jaccard"))
-    return styled(fig, title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
+    return styled(fig, title="Skip-set persistence", xaxis_title="rounds apart",
                   yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], height=320,
                   margin=dict(l=50, r=20, t=50, b=40))
 
@@ -40,7 +40,7 @@ def accepted_histogram(view: RunView | None) -> go.Figure:
     if counts:
         xs = list(range(0, max(counts) + 1))
         fig.add_trace(go.Bar(x=xs, y=[counts.get(x, 0) for x in xs], marker_color=ACCEPTED, name="rounds"))
-    return styled(fig, title="Accepted draft tokens per round", xaxis_title="accepted", yaxis_title="rounds",
+    return styled(fig, title="Accepted drafts per round", xaxis_title="accepted", yaxis_title="rounds",
                   height=320, margin=dict(l=50, r=20, t=50, b=40))
 
 
@@ -52,7 +52,7 @@ def persistence_note(view: RunView | None) -> str:
     drafting = [r for r in view.rounds if r.skip]
     p = view.params
     strategy = p.get("strategy", "clasp")
-    chosen = len({r.choice for r in drafting})
+    chosen = len({id(view.choice_for(r)) for r in drafting})
     every = len(drafting) / max(1, chosen)
     if strategy != "clasp" or p.get("auto") or p.get("loi", 1) > 1 or chosen < len(drafting) * 0.5:
         how = ("auto stretched LOI" if p.get("auto") else

@@ -169,7 +169,7 @@ def compare_figure(history: list | None, state: RunState | None) -> go.Figure:
                              marker_color=SKIPPED, offsetgroup="tau"))
         fig.add_trace(go.Bar(x=names, y=[r["acceptance"] or 0 for r in rows], name="acceptance rate",
                              marker_color=ACCEPTED, yaxis="y2", offsetgroup="acceptance"))
-    title = f"This prompt, {settings(rows[-1])}" if rows else "This prompt under each layer choice you ran"
+    title = "This prompt, same settings" if rows else "Layer choices on this prompt"
     return styled(fig, title=title, barmode="group", height=340,
                   yaxis=dict(title="τ"), yaxis2=dict(title="acceptance", overlaying="y", side="right",
                                                      range=[0, 1.05], showgrid=False),

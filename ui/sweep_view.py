@@ -75,10 +75,11 @@ def sweep_figure(rows: list[dict] | None = None) -> go.Figure:
                                  name="fastest", showlegend=c == 1, legendgroup="best",
                                  hovertemplate=f"fastest {knob}: %{{x}} (%{{y:.2f}}× vanilla)<extra></extra>"),
                       row=2, col=c)
+    fig.update_xaxes(type="category")
     fig.update_yaxes(title_text="τ", row=1, col=1)
     fig.update_yaxes(title_text="× vanilla", row=2, col=1)
     top = max(s for p in pts.values() for _, _, s in p)
     fig.update_yaxes(range=[0, max(1.05, top * 1.25)], row=2)
-    return styled(fig, title="Each knob alone: τ and speed (the shipped CPU sweep)", height=480,
+    return styled(fig, title="One knob at a time (CPU sweep)", height=480,
                   margin=dict(l=55, r=15, t=70, b=40),
                   legend=dict(orientation="h", y=-0.08, x=0.5, xanchor="center"))
