@@ -182,10 +182,11 @@ def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
     from ui.compare import STRATEGY_HELP, compare_dataframe
 
     other = "<|im_start|>user\nSay hi.<|im_end|>"
-    history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other)]
-    df = compare_dataframe(history, None)                   # the latest run's prompt first, then the others
-    assert df["prompt"].tolist() == ["Say hi.", "Name two fruits.", "Name two fruits."]
-    assert df["note"].tolist() == ["", "", "few drafts (1): noisy"]
+    history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other),
+               row("static", 1.1)]
+    df = compare_dataframe(history, None)                   # grouped by prompt, the latest run's prompt last
+    assert df["prompt"].tolist() == ["Say hi.", "Name two fruits.", "Name two fruits.", "Name two fruits."]
+    assert df["note"].tolist() == ["", "", "few drafts (1): noisy", ""]
     assert "below" not in STRATEGY_HELP
 
 

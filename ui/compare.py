@@ -111,9 +111,11 @@ def _note(r: dict) -> str:
 
 
 def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFrame:
-    """Every remembered run, grouped by prompt (this prompt first), each row with its settings."""
+    """Every remembered run, grouped by prompt (this prompt's runs last, next to the chart), each row with
+    its settings."""
     prompt = current_prompt(history, state)
-    rows = [r for r in history or [] if r["prompt"] == prompt] + [r for r in history or [] if r["prompt"] != prompt]
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["prompt"] for r in history or []))}
+    rows = sorted(history or [], key=lambda r: (r["prompt"] == prompt, order[r["prompt"]]))
     data = [{**{k: r.get(k) for k in COLUMNS}, "prompt": _short(r["prompt"]), "settings": settings(r),
              "note": _note(r)} for r in rows]
     return pd.DataFrame(data, columns=COLUMNS)
