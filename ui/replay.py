@@ -143,8 +143,9 @@ def replay_controls():
 
     with gr.Row():
         play = gr.Button(PLAY, size="sm", elem_id="replay-play", scale=0, min_width=110)
-        speed = gr.Radio(list(SPEEDS), value="normal", label="speed", elem_id="replay-speed", scale=1)
-        pos = gr.Slider(1, 2, value=1, step=1, label="frame", elem_id="replay-pos", scale=3)
+        speed = gr.Radio(list(SPEEDS), value="normal", label="speed", elem_id="replay-speed", scale=2,
+                         min_width=280)
+        pos = gr.Slider(1, 2, value=1, step=1, label="frame", elem_id="replay-pos", scale=3, min_width=200)
     timer = gr.Timer(SPEEDS["normal"], active=False)
     return pos, {"replay_play": play, "replay_speed": speed, "replay_timer": timer}
 
