@@ -35,10 +35,12 @@ from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
+from ui import replay
+from ui.auto_view import auto_summary
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
-from ui.state import RunState, is_plain
+from ui.state import RunState
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
 ASSETS = Path(__file__).parent / "assets"
@@ -156,20 +158,8 @@ def end_session(request: gr.Request = None):
 
 
 def auto_note(view, device: str) -> str:
-    """What auto did with the knobs it overrides (K, DET, LOI), from the run's own rounds."""
-    if view is None or not view.params.get("auto"):
-        return ""
-    rounds = view.rounds
-    drafting = [r for r in rounds if not is_plain(r)]
-    if not drafting:
-        return (f"  \n**auto decoded plainly**: on this device ({device}) drafting measured slower than plain "
-                "steps. Untick *auto* to watch CLaSp draft anyway.")
-    ks = [r.k_max or len(r.drafted) for r in drafting]
-    ms = sorted({len(r.skip) for r in drafting})
-    return (f"  \n**auto**: drafted in {len(drafting)} of {len(rounds)} rounds, K = {min(ks)}–{max(ks)} per round "
-            f"(the K slider is its upper bound), M ∈ {{{', '.join(map(str, ms))}}}; DET was not used (auto drafts "
-            f"exactly K tokens and lets the full model judge them); the layer DP ran {len(view.choices)}× "
-            f"(auto stretches LOI so the DP stays near 3% of the time).")
+    """What auto did with the knobs it overrides (K, DET, LOI), and why (ui.auto_view)."""
+    return auto_summary(view, device)
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
@@ -194,6 +184,20 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
             yield {V[name]: value for name, value in out.items()}
     finally:
         _running.discard(key)
+
+
+def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
+            strategy="clasp", history=None, request: gr.Request = None):
+    """Compare's "Run all five": every layer choice on this prompt with the same M, K, DET and LOI, one after
+    the other, auto off for all (auto runs with the DP's choices only, so it would make the rows unequal)."""
+    V = VIEW_COMPONENTS
+    for n, name in enumerate(STRATEGIES, 1):
+        for out in run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens,
+                       False, name, history, request):
+            history = out.get(V["history"], history)
+            if V["status"] in out:
+                out[V["status"]] = f"Run all five ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
+            yield out
 
 
 def decode_seconds(prompt, model, cfg, key, history) -> int:
@@ -271,11 +275,16 @@ def stop(request: gr.Request = None):
     return "Stopping after the current round…"
 
 
+AUTO_INFO = ("M up to the slider (its set backtracked from the DP's table), K up to the slider; takes plain steps "
+             "where drafting is predicted or measured slower (e.g. on a CPU). The status says why.")
+
+
 def knob_notes(auto: bool):
     """The knobs auto overrides say so next to themselves."""
     if auto:
-        return (gr.update(info="not used while auto is on: auto drafts exactly K tokens per round"),
-                gr.update(info="a lower bound while auto is on: it stretches LOI to keep the DP near 3% of time"),
+        return (gr.update(info="not used while auto is on: auto drafts the K it plans each round, no confidence stop"),
+                gr.update(info="a lower bound while auto is on: it stretches LOI aiming to keep the DP near 3% of "
+                               "the time (the Timing tab shows the share measured)"),
                 gr.update(info="with auto on, measured timings steer the draft, so one seed can give different "
                                "(equally exact) samples; untick auto for reproducible sampled runs"))
     return (gr.update(info=None), gr.update(info=None),
@@ -285,7 +294,7 @@ def knob_notes(auto: bool):
 def auto_for_strategy(strategy: str, auto: bool):
     """auto picks M per round from the DP's table, so it runs with the DP's layer choices only."""
     if strategy in DP_STRATEGIES:
-        return gr.update(interactive=True, info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
+        return gr.update(interactive=True, info=AUTO_INFO)
     return gr.update(value=False, interactive=False,
                      info=f"off for the {strategy} layer choice: auto picks M per round from the DP's table, "
                           f"which only {' and '.join(DP_STRATEGIES)} build")
@@ -358,8 +367,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                 status = gr.Markdown("Ready.", elem_id="status")
-                auto = gr.Checkbox(value=True, label="auto: choose M and K from measured costs",
-                                   info="Takes plain steps where drafting would be slower (e.g. on a CPU).")
+                auto = gr.Checkbox(value=True, label="auto: choose M and K each round from measured costs",
+                                   info=AUTO_INFO)
                 num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
@@ -393,6 +402,17 @@ def build(default_model: str | None = None) -> gr.Blocks:
                   history]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
+        V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
+        replay_out = [V["replay_pos"], V["replay"], V["replay_timer"], V["replay_play"]]
+        # the replay needs no model: its cheap handlers skip the queue, so a run elsewhere never stalls them
+        V["replay_timer"].tick(replay.replay_tick, [run_state, V["replay_pos"]], replay_out, api_name=False,
+                               show_progress="hidden", queue=False)
+        V["replay_play"].click(replay.replay_toggle, [V["replay_play"], V["replay_speed"], run_state, V["replay_pos"]],
+                               [V["replay_timer"], V["replay_play"], V["replay_pos"]], api_name=False, queue=False)
+        V["replay_speed"].change(replay.replay_speed, [V["replay_speed"], V["replay_play"]], V["replay_timer"],
+                                 api_name=False)
+        V["replay_pos"].release(replay.replay_seek, [run_state, V["replay_pos"]], V["replay"], api_name=False,
+                                queue=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]

@@ -5,26 +5,45 @@ full-model step) and learn from ``observe()`` / ``observe_dp()``; the decoding l
 asks which one it has. ``FixedPolicy`` drafts K tokens with M skipped layers every round,
 stops a draft when its confidence falls below DET and chooses layers at the prefill.
 
-Auto picks M and K each round to maximise expected tokens per second.
-
-Everything is measured by the run itself, in units of one full-model step (c1):
-- r_d(M): cost of one draft step with M layers skipped, relative to c1;
-- r_v(k): cost of verifying k drafted tokens (k+1 positions), fitted as 1 + beta * k;
+Auto picks M and K each round to maximise expected tokens per second, and promises never to be
+slower than plain decoding by more than noise. Everything is measured by the run itself, in
+units of one full-model step (c1), and priced with the cost model of ``costs.py``:
+- c1: the median of recent plain steps, the run's first plain step left out (it pays warm-up:
+  allocation, caches, a machine still busy with the last run); while drafting, every verification
+  of k + 1 positions bounds c1 from above (it never costs less than one position), and a plain
+  step every PROBE_EVERY drafting rounds re-measures it;
+- r_d(M): median cost of recent draft steps with M layers skipped;
+- r_v(k) = 1 + beta * k: beta is the median slope of recent verifications;
 - alpha(M): per-token acceptance of the draft, counted from the rounds (Beta(1, 1) prior);
 - the layer DP's cost, spread over LOI rounds (auto stretches LOI to keep it near 3% of time).
+Medians, not means: one slow step (a warm-up, a page render, a background job) moves none of them.
 With per-token acceptance alpha, k drafted tokens yield E = (1 - alpha^(k+1)) / (1 - alpha)
-tokens per round for k * r_d + r_v(k) units. If no (M, K) beats a plain step (1 token per
-unit), the round is a plain full-model step: auto never drafts where drafting is slower.
+tokens per round. If no (M, K) beats a plain step by ``margin``, the round is a plain step.
+Predictions can still be wrong, so auto also watches what drafting really delivers: when the
+tokens per second of its recent drafting rounds fall below plain steps', it falls back to plain
+steps for a while (a cooldown that doubles each time) and re-measures.
 An arm not yet tried gets an optimistic acceptance for its first few draft tokens, so each
 is tried a little, and no more than that where it does not pay.
+
+``AutoPolicy.note`` says why the last plan was made (measured costs, each choice's predicted
+speed); the loop stores it in ``Round.auto`` so the page can tell it.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
+from statistics import median
 from typing import ClassVar
 
+from .costs import Costs, draft_step_estimate, expected_tokens, verify_cost
 from .metrics import DEFAULT_SKIP_FRACTION
+
+WINDOW = 9                  # recent samples each cost estimate is the median of
+
+
+def _window() -> deque:
+    return deque(maxlen=WINDOW)
 
 
 @dataclass
@@ -32,7 +51,7 @@ class Arm:
     M: int
     trials: int = 0          # draft tokens put to the test (accepted + first rejected)
     accepted: int = 0
-    r_draft: float | None = None
+    step_s: deque = field(default_factory=_window, repr=False)   # seconds of recent draft steps
 
     def alpha(self, bonus: float = 0.0) -> float:
         mean = (self.accepted + 1) / (self.trials + 2)
@@ -47,6 +66,7 @@ class FixedPolicy:
     K: int
     det: float
     choose_at_prefill: ClassVar[bool] = True   # the first skip set comes from the prompt's last token
+    note: ClassVar[None] = None                # fixed settings have no reasons to tell
 
     def __post_init__(self):
         self.arm = Arm(self.M)
@@ -69,14 +89,16 @@ class FixedPolicy:
 class AutoPolicy:
     det: ClassVar[float] = 0.0                   # K replaces DET: drafts run to the planned length
     choose_at_prefill: ClassVar[bool] = False   # layers are chosen only once drafting pays
+    WARMUP_STEPS: ClassVar[int] = 1             # the run's first plain steps, left out of c1
+    MIN_PLAIN: ClassVar[int] = 3                # plain steps measured before any draft is priced
+    PROBE_EVERY: ClassVar[int] = 16             # drafting rounds between two plain steps that re-measure c1
+    CHECK_ROUNDS: ClassVar[int] = 6             # drafting rounds whose real speed is checked against plain steps
+    COOLDOWN: ClassVar[int] = 8                 # plain steps after a fall-back (doubles at each one)
     num_layers: int
     M_max: int
     K_max: int
     head_share: float                    # lm_head's share of a step's weights (draft cost floor)
     arms: list[Arm] = field(default_factory=list)
-    c1: float | None = None              # seconds of one full single-token step (EMA)
-    beta: float = 0.15                   # verify cost growth per drafted token (EMA, relative to c1)
-    dp_s: float = 0.0
     prefill: tuple[float, int] | None = None   # (seconds, tokens): a first guess at beta
     margin: float = 1.05                 # draft only where it is predicted clearly faster
     explore: float = 0.25                # optimism added to an arm's acceptance while it is new
@@ -85,48 +107,124 @@ class AutoPolicy:
     def __post_init__(self):
         ms = sorted({max(1, round(f * self.num_layers)) for f in (0.2, DEFAULT_SKIP_FRACTION)} | {self.M_max})
         self.arms = [Arm(m) for m in ms if 1 <= m <= self.M_max]
+        self.plain_seen = 0                       # plain steps observed, warm-up included
+        self.plain_s: deque = _window()           # seconds of recent plain steps (warm-up left out)
+        self.verify_s: deque = _window()          # (k, seconds) of recent verifications of k drafts
+        self.dp_samples: deque = _window()
+        self.recent: deque = deque(maxlen=self.CHECK_ROUNDS)   # (tokens, seconds) of recent drafting rounds
+        self.since_plain = 0                      # drafting rounds since the last plain step
+        self.hold = 0                             # plain steps still to take after a fall-back
+        self.cooldown = self.COOLDOWN
+        self.fallbacks = 0
+        self.note: dict | None = None             # why the last plan was made (stored in Round.auto)
 
-    # ---- the model of costs --------------------------------------------------------------
+    # ---- the measured costs ----------------------------------------------------------------
+    @property
+    def c1(self) -> float | None:
+        """Seconds of one full single-token step; None until MIN_PLAIN steps after the warm-up."""
+        if len(self.plain_s) < self.MIN_PLAIN:
+            return None
+        c = median(self.plain_s)
+        recent = [s for _, s in self.verify_s][-3:]
+        if recent:                        # verifying k + 1 positions costs at least one: a stale c1 is capped
+            c = min(c, median(recent))
+        return c
+
+    @property
+    def beta(self) -> float:
+        """Verify cost growth per drafted token, relative to c1 (a guess from the prefill until measured)."""
+        c1 = self.c1
+        if c1 and self.verify_s:
+            return median(max(0.0, (s / c1 - 1.0) / k) for k, s in self.verify_s)
+        if c1 and self.prefill and self.prefill[1] > 1:
+            # the prompt's pass prices extra positions: prefill(n) ~ c1 * (1 + beta * (n - 1))
+            pre_s, n = self.prefill
+            return min(1.0, max(0.02, (pre_s / c1 - 1.0) / (n - 1)))
+        return 0.15
+
+    @property
+    def dp_s(self) -> float:
+        return median(self.dp_samples) if self.dp_samples else 0.0
+
     def r_draft(self, arm: Arm) -> float:
-        if arm.r_draft is not None:
-            return arm.r_draft
-        return self.head_share + (1 - self.head_share) * (self.num_layers - arm.M) / self.num_layers
-
-    def r_verify(self, k: int) -> float:
-        return 1.0 + self.beta * k
-
-    @staticmethod
-    def expected_tokens(alpha: float, k: int) -> float:
-        return (1 - alpha ** (k + 1)) / (1 - alpha)
+        c1 = self.c1
+        if arm.step_s and c1:
+            return median(arm.step_s) / c1
+        return draft_step_estimate(self.head_share, self.num_layers, arm.M)
 
     def loi(self, base: int) -> int:
         """Run the DP rarely enough that it stays near 3% of the time."""
-        if not self.c1 or not self.dp_s:
+        c1, dp = self.c1, self.dp_s
+        if not c1 or not dp:
             return base
-        return max(base, math.ceil(self.dp_s / (0.03 * self.c1)))
+        return max(base, math.ceil(dp / (0.03 * c1)))
 
+    def costs(self, arm: Arm, k: int, alpha: float, est: tuple | None = None) -> Costs:
+        """One round of k drafts with this arm, priced by the cost model (costs.py); ``est``: the
+        (c1, beta, dp, loi) of this plan, measured once for all the arms and K it prices."""
+        c1, beta, dp, loi = est or (self.c1 or 0.0, self.beta, self.dp_s, self.loi(1))
+        return Costs(step_s=c1, k=k, r_draft=self.r_draft(arm), r_verify=verify_cost(beta, k),
+                     dp=dp / c1 if c1 else 0.0, loi=loi, tau=expected_tokens(alpha, k))
+
+    def measured_speed(self) -> float | None:
+        """Tokens per second of the recent drafting rounds, in plain steps (None: too few yet)."""
+        c1 = self.c1
+        if not c1 or len(self.recent) < self.CHECK_ROUNDS:
+            return None
+        tokens, seconds = (sum(x) for x in zip(*self.recent))
+        return tokens * c1 / seconds if seconds > 0 else None
+
+    # ---- the plan ---------------------------------------------------------------------------
     def plan(self) -> tuple[Arm | None, int, float]:
-        """(arm, K, predicted speed in plain steps); arm None = a plain step."""
-        if self.c1 is None or not self.arms:
-            return None, 0, 1.0                      # first measure what a plain step costs
-        best = (None, 0, self.margin)
+        """(arm, K, predicted speed in plain steps); arm None = a plain step. Sets ``note``."""
+        c1 = self.c1
+        if c1 is None or not self.arms:
+            return self._plain("measure")              # first measure what a plain step costs
+        if self.hold > 0:
+            return self._plain("hold")
+        if self.since_plain >= self.PROBE_EVERY:
+            return self._plain("probe")
+        best = (None, 0, 0.0, None)
+        est = (c1, self.beta, self.dp_s, self.loi(1))
         for arm in self.arms:
             bonus = self.explore if arm.trials < self.explore_trials else 0.0
             alpha = arm.alpha(bonus)
-            rd = self.r_draft(arm)
             for k in range(1, self.K_max + 1):
-                speed = self.expected_tokens(alpha, k) / (k * rd + self.r_verify(k))
+                speed = self.costs(arm, k, alpha, est).speedup
                 if speed > best[2]:
-                    best = (arm, k, speed)
-        return best if best[0] is not None else (None, 0, 1.0)
+                    best = (arm, k, speed, alpha)
+        arm, k, speed, alpha = best
+        self.note = self._note("model", arm, k, speed, alpha)
+        if arm is None or speed <= self.margin:
+            self.note["choice"] = "plain"
+            return None, 0, 1.0
+        self.note["choice"] = "draft"
+        return arm, k, speed
+
+    def _plain(self, reason: str) -> tuple[None, int, float]:
+        self.note = self._note(reason, None, 0, None, None)
+        self.note["choice"] = "plain"
+        return None, 0, 1.0
+
+    def _note(self, reason, arm, k, speed, alpha) -> dict:
+        """What the page says about this plan: every measured cost and each choice's predicted speed."""
+        c1 = self.c1
+        note = {"reason": reason, "step_ms": c1 * 1e3 if c1 else None, "verify_slope": self.beta if c1 else None,
+                "plain_speed": 1.0, "measured_speed": self.measured_speed(), "hold": self.hold,
+                "fallbacks": self.fallbacks}
+        if arm is not None:
+            note.update(M=arm.M, K=k, draft_speed=speed, alpha=alpha, r_draft=self.r_draft(arm),
+                        draft_measured=bool(arm.step_s), r_verify=verify_cost(self.beta, k))
+        return note
 
     # ---- what a round tells ----------------------------------------------------------------
     def observe_plain(self, seconds: float) -> None:
-        if self.c1 is None and self.prefill and self.prefill[1] > 1:
-            # the prompt's pass prices extra positions: prefill(n) ~ c1 * (1 + beta * (n - 1))
-            pre_s, n = self.prefill
-            self.beta = min(1.0, max(0.02, (pre_s / seconds - 1.0) / (n - 1)))
-        self.c1 = seconds if self.c1 is None else 0.8 * self.c1 + 0.2 * seconds
+        self.plain_seen += 1
+        self.since_plain = 0
+        if self.hold > 0:
+            self.hold -= 1
+        if self.plain_seen > self.WARMUP_STEPS:
+            self.plain_s.append(seconds)
 
     def observe(self, arm: Arm | None, drafted: int, accepted: int, draft_steps: int, draft_s: float,
                 verify_s: float) -> None:
@@ -136,15 +234,20 @@ class AutoPolicy:
             return
         arm.accepted += accepted
         arm.trials += accepted + (1 if accepted < drafted else 0)
-        if self.c1 and draft_steps:
-            r = draft_s / draft_steps / self.c1
-            arm.r_draft = r if arm.r_draft is None else 0.7 * arm.r_draft + 0.3 * r
-        if self.c1 and drafted:
-            b = max(0.0, (verify_s / self.c1 - 1.0) / drafted)
-            self.beta = 0.7 * self.beta + 0.3 * b
+        if draft_steps:
+            arm.step_s.append(draft_s / draft_steps)
+        if drafted:
+            self.verify_s.append((drafted, verify_s))
+        self.since_plain += 1
+        self.recent.append((accepted + 1, draft_s + verify_s))
+        speed = self.measured_speed()
+        if speed is not None and speed < 1.0:            # drafting really is slower: back to plain steps
+            self.hold, self.cooldown = self.cooldown, 2 * self.cooldown
+            self.fallbacks += 1
+            self.recent.clear()
 
     def observe_dp(self, seconds: float) -> None:
-        self.dp_s = seconds if not self.dp_s else 0.7 * self.dp_s + 0.3 * seconds
+        self.dp_samples.append(seconds)
 
 
 def head_share(model) -> float:

@@ -16,8 +16,23 @@ import math
 from dataclasses import dataclass
 from statistics import median
 
-from .metrics import DEFAULT_SKIP_FRACTION
+from .metrics import DEFAULT_SKIP_FRACTION, tau_drafting
 from .trace import LayerChoice, Round
+
+
+def expected_tokens(alpha: float, k: int) -> float:
+    """Tokens one round yields when each of k drafts is accepted with probability alpha (prefix rule)."""
+    return (1 - alpha ** (k + 1)) / (1 - alpha) if alpha < 1 else k + 1.0
+
+
+def draft_step_estimate(head_share: float, num_layers: int, num_skip: int) -> float:
+    """A draft step before any is measured, in full steps: it reads the lm_head and the L - M kept layers."""
+    return head_share + (1 - head_share) * (num_layers - num_skip) / num_layers
+
+
+def verify_cost(slope: float, k: int) -> float:
+    """Verifying k drafts (k + 1 positions) in full steps: one step plus ``slope`` per extra position."""
+    return 1.0 + slope * k
 
 
 @dataclass
@@ -28,7 +43,7 @@ class Costs:
     r_verify: float        # verifying k̄ drafts (k̄ + 1 positions) / one full step
     dp: float              # one layer-DP run / one full step
     loi: float             # drafting rounds per DP run
-    tau: float             # tokens per drafting round
+    tau: float             # τ over drafting rounds: tokens per round that ran a draft step (metrics.tau_drafting)
 
     @property
     def draft_verify(self) -> float:
@@ -55,20 +70,40 @@ class Costs:
 
 
 def draft_steps(r: Round) -> int:
-    """Draft forward passes a round ran: its drafts, plus the one whose guess fell below DET."""
-    n = len(r.drafted)
-    if r.k_max is None:                       # an older trace: a round with a skip set but no drafts
-        return n or int(bool(r.skip) and r.draft_s > 0)    # ran one step below DET
-    # fewer than K drafts: the last step's guess fell below DET (or, once a run, the draft wrote EOS)
-    return n + 1 if n < r.k_max and r.draft_s > 0 else n
+    """Draft forward passes a round ran (defined once, on the trace type: ``Round.draft_steps``)."""
+    return r.draft_steps
+
+
+OUTLIER = 3.0          # a round slower than this many times the median of its kind is an outlier
+
+
+def outlier_rounds(rounds: list[Round]) -> dict[int, float]:
+    """{Round.index: times the median} for rounds far slower than the others of their kind (plain steps
+    or drafting rounds of the same number of drafts): warm-up steps, a page render, a background job.
+    The cost model leaves them out and the round table marks them."""
+    groups: dict[tuple, list[Round]] = {}
+    for r in rounds:
+        groups.setdefault((r.drafting, len(r.drafted)), []).append(r)
+    out = {}
+    for group in groups.values():
+        if len(group) < 3:
+            continue
+        mid = median(r.draft_s + r.verify_s for r in group)
+        for r in group:
+            if mid > 0 and r.draft_s + r.verify_s > OUTLIER * mid:
+                out[r.index] = (r.draft_s + r.verify_s) / mid
+    return out
 
 
 def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) -> Costs | None:
-    """The cost model's terms measured in a CLaSp run; ``step_s``: one plain step, e.g. from vanilla."""
-    drafting = [r for r in rounds if draft_steps(r) > 0]
+    """The cost model's terms measured in a CLaSp run; ``step_s``: one plain step, e.g. from vanilla.
+
+    Outlier rounds (``outlier_rounds``) are left out of every term."""
+    slow = outlier_rounds(rounds)
+    drafting = [r for r in rounds if r.drafting and r.index not in slow]
     if not drafting or step_s <= 0:
         return None
-    steps = sum(draft_steps(r) for r in drafting)
+    steps = sum(r.draft_steps for r in drafting)
     dp_runs = [c.seconds for c in choices if c.D]
     return Costs(step_s=step_s,
                  k=steps / len(drafting),
@@ -76,7 +111,7 @@ def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) ->
                  r_verify=sum(r.verify_s for r in drafting) / len(drafting) / step_s,
                  dp=(sum(dp_runs) / len(dp_runs) / step_s) if dp_runs else 0.0,
                  loi=len(drafting) / len(dp_runs) if dp_runs else 0.0,
-                 tau=sum(len(r.emitted) for r in drafting) / len(drafting))
+                 tau=tau_drafting(drafting))
 
 
 def plain_step_s(step_seconds: list[float]) -> float:
@@ -110,7 +145,7 @@ def projection(model: PaperModel, tau: float, m_frac: float = DEFAULT_SKIP_FRACT
     taken as τ (drafts mostly accepted; DET stops before the rejections). An estimate, not a measurement.
     """
     L = model.layers
-    M = round(m_frac * L)
-    r_draft = model.head_share + (1 - model.head_share) * (L - M) / L
+    r_draft = draft_step_estimate(model.head_share, L, round(m_frac * L))
     k = tau
-    return Costs(step_s=0.0, k=k, r_draft=r_draft, r_verify=1 + VERIFY_SLOPE_GPU * k, dp=1.0, loi=loi, tau=tau)
+    return Costs(step_s=0.0, k=k, r_draft=r_draft, r_verify=verify_cost(VERIFY_SLOPE_GPU, k), dp=1.0, loi=loi,
+                 tau=tau)

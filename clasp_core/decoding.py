@@ -290,10 +290,11 @@ class _Run:
         r = since = 0
         while (reason := self.finished()) is None:
             arm, k_max, _ = planned or policy.plan()
-            planned = None
+            planned, note = None, policy.note
             feed = choice is None and arm is not None   # auto wants to draft: this plain step feeds the first choice
             if feed:
                 arm, k_max = None, 0
+                note = {**note, "reason": "feed", "choice": "plain"} if note else note
             k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
             skip = frozenset(choice.skip_for(arm.M)) if arm is not None and k_max > 0 else frozenset()
             draft = self.draft(pos, skip, k_max, policy.det)
@@ -310,7 +311,8 @@ class _Run:
                 index=r, skip=sorted(skip) if draft.steps else [], drafted=draft.tokens, drafted_text=drafted_text,
                 draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
                 next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
-                verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1))
+                verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1,
+                auto=note))
             pos += acc + 1
             r += 1
             if again and self.finished() is None:

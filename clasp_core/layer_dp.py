@@ -24,10 +24,6 @@ class DPResult:
     seconds: float
     flags: list[list[bool]]         # (L+1) x (M+1); g(i, j) came from "skip layer i-1"
 
-    def skip_for(self, m: int) -> list[int]:
-        """The best skip set with m <= M layers: the same table, backtracked from (L, m)."""
-        return backtrack(self.flags, len(self.flags) - 1, m)[0]
-
 
 def choose_skip_set(runner: Runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
     """xs: [L+1, d] full-model states x_0..x_L of the token at position p (the last accepted)."""

@@ -86,7 +86,28 @@ class Round:
     start: int                     # output index of the round's first emitted token
     k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: an older trace)
     choice: int = -1               # index (within this run) of the LayerChoice in force; -1 before the first
+    auto: dict | None = None       # auto's reasons for this round (AutoPolicy.note): measured costs, predictions
     kind: str = "round"
+
+    # "Did this round draft?" is answered here, once, for every module and view.
+    @property
+    def plain(self) -> bool:
+        """No draft was planned: a full-model step (auto's choice, or the last token left)."""
+        return self.k_max == 0 if self.k_max is not None else (not self.drafted and not self.skip)
+
+    @property
+    def draft_steps(self) -> int:
+        """Draft forward passes the round ran: its drafts, plus one whose guess fell below DET."""
+        n = len(self.drafted)
+        if self.k_max is None:                # a trace from before k_max: a skip set but no drafts = one DET stop
+            return n or int(bool(self.skip) and self.draft_s > 0)
+        # fewer than K drafts: the last step's guess fell below DET (or the draft wrote EOS)
+        return n + 1 if n < self.k_max and self.draft_s > 0 else n
+
+    @property
+    def drafting(self) -> bool:
+        """The round ran at least one draft step (its drafts may all have been discarded below DET)."""
+        return self.draft_steps > 0
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The page in a real browser: Debian's Chromium opens the app, runs an example, and a screenshot is saved."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -151,3 +152,66 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     assert bg in ("rgba(0, 0, 0, 0)", "transparent")
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-dark.png")))
     assert os.path.getsize(SCREENSHOT) > 10_000
+
+
+SHOTS = Path(os.environ.get("CLASP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "clasp-screenshots")
+WIDTHS = {"desktop": 1280, "wide": 1920, "phone": 390}
+
+
+def test_replay_sweep_and_layout_at_three_widths(server, browser):
+    """A trace loaded with no model: the slow-motion replay plays, the sweep view shows, and the Teach plots
+    and the layer map fit their panels at 1280 px, 1920 px and a phone's width (screenshots in SHOTS)."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    d.set_window_size(1280, 1000)
+    d.get(server)
+    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    next(b for b in d.find_elements(By.CSS_SELECTOR, "button, .label-wrap, span")
+         if b.text.strip().startswith("Replay a trace")).click()          # open the accordion
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
+    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(
+        str(ROOT / "assets" / "example-trace.jsonl"))
+    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the trace")
+    click_tab(d, "Teach")
+    replay = d.find_element(By.ID, "replay")
+    wait_for(d, lambda: "frame 1 of" in replay.text, 30, "the replay's first frame")
+    play = d.find_element(By.ID, "replay-play")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", play)
+    frame = lambda: int(re.search(r"frame (\d+) of", replay.text).group(1))  # noqa: E731
+    wait_for(d, lambda: frame() >= 4, 90, "the replay to play")
+    d.execute_script("arguments[0].click()", play)                 # pause
+    assert d.find_elements(By.CSS_SELECTOR, "#replay .rp-lit")
+    assert "fastest" in d.find_element(By.ID, "sweep").text or d.find_elements(By.CSS_SELECTOR, "#sweep .main-svg")
+    for name, width in WIDTHS.items():
+        d.set_window_size(width, 1100)
+        time.sleep(1.5)
+        # on a phone Gradio folds the tabs that do not fit into a menu: the Teach tab is checked there
+        targets = (("Teach", "replay"), ("Teach", "sweep")) + ((("Layers", "layer-map"),) if width > 600 else ())
+        for tab, target in targets:
+            click_tab(d, tab)
+            el = d.find_element(By.ID, target)
+            d.execute_script("arguments[0].scrollIntoView({block: 'start'})", el)
+            time.sleep(0.8)
+            d.save_screenshot(str(SHOTS / f"{name}-{target}.png"))
+            # nothing clipped on the right: every plot's SVG fits inside its panel
+            over = d.execute_script(
+                "const p = arguments[0]; const box = p.getBoundingClientRect();"
+                "return [...p.querySelectorAll('.main-svg')].map(s => s.getBoundingClientRect().right - box.right)"
+                ".filter(x => x > 2);", el)
+            assert not over, f"{target} overflows its panel by {over} px at {width} px"
+        click_tab(d, "Teach")
+        plots = d.execute_script(
+            "return [...document.querySelectorAll('#tab-teach .js-plotly-plot')].map(p => {"
+            "const b = p.getBoundingClientRect(), s = p.querySelector('.main-svg').getBoundingClientRect();"
+            "return s.right - b.right; })")
+        assert all(x <= 2 for x in plots), f"a Teach plot is clipped at {width} px: {plots}"
+    # the layer map fills its panel's width
+    d.set_window_size(1280, 1000)
+    click_tab(d, "Layers")
+    time.sleep(1)
+    fill = d.execute_script("const p = document.getElementById('layer-map');"
+                            "const s = p.querySelector('.main-svg');"
+                            "return s.getBoundingClientRect().width / p.getBoundingClientRect().width;")
+    assert fill > 0.9

@@ -94,7 +94,7 @@ def test_plain_steps_of_a_clasp_run_are_not_drawn_as_verify():
 def test_a_det_stop_is_neither_plain_nor_verify_of_drafts():
     r = rnd(0, 1, skip=(1,), drafted=(), accepted=0, k_max=4)     # the draft ran once, below DET
     view = RunState([prefill(), r]).clasp
-    assert round_kind(r) == "no draft"
+    assert round_kind(r) == "below DET"
     assert "below the confidence threshold" in explain_round(view, 0)
 
 

@@ -29,7 +29,7 @@ def persistence_figure(view: RunView | None) -> go.Figure:
     if data:
         fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
                                  line=dict(color=SKIPPED), name="Jaccard"))
-    return styled(fig, title="Skip-set persistence: Jaccard vs rounds apart", xaxis_title="rounds apart",
+    return styled(fig, title="Skip-set persistence", xaxis_title="rounds apart",
                   yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], height=320,
                   margin=dict(l=50, r=20, t=50, b=40))
 
@@ -40,5 +40,29 @@ def accepted_histogram(view: RunView | None) -> go.Figure:
     if counts:
         xs = list(range(0, max(counts) + 1))
         fig.add_trace(go.Bar(x=xs, y=[counts.get(x, 0) for x in xs], marker_color=ACCEPTED, name="rounds"))
-    return styled(fig, title="Accepted draft tokens per round", xaxis_title="accepted", yaxis_title="rounds",
+    return styled(fig, title="Accepted drafts per round", xaxis_title="accepted", yaxis_title="rounds",
                   height=320, margin=dict(l=50, r=20, t=50, b=40))
+
+
+def persistence_note(view: RunView | None) -> str:
+    """What the persistence curve of this run can and cannot say (never more than the run supports)."""
+    data = jaccard_by_distance(view) if view else {}
+    if not data:
+        return ""
+    drafting = [r for r in view.rounds if r.skip]
+    p = view.params
+    strategy = p.get("strategy", "clasp")
+    chosen = len({id(view.choice_for(r)) for r in drafting})
+    every = len(drafting) / max(1, chosen)
+    if strategy != "clasp" or p.get("auto") or p.get("loi", 1) > 1 or chosen < len(drafting) * 0.5:
+        how = ("auto stretched LOI" if p.get("auto") else
+               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {strategy} layer choice fixes it")
+        return (f"*Reading this run:* the skip set was chosen {chosen}× for {len(drafting)} drafting rounds "
+                f"(about every {every:.0f} rounds: {how}), so rounds closer than that share their set by "
+                f"construction and the curve cannot tell how fast the set *would* change. To measure that, run "
+                f"CLaSp with auto off and LOI 1.")
+    d1 = data.get(1)
+    far = max(data)
+    return (f"*Reading this run* (the DP re-ran every round): skip sets one round apart share on average "
+            f"{d1:.2f} of their layers (Jaccard), and {data[far]:.2f} at {far} rounds apart. The closer to 1, the "
+            f"less a set chosen LOI rounds ago differs from the one the DP would choose now.")

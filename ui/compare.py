@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from clasp_core.metrics import acceptance_rate
+from clasp_core.metrics import acceptance_rate, speedup
+from clasp_core.strategies import DP_STRATEGIES
 
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunState
@@ -24,9 +25,12 @@ STRATEGY_HELP = (
     "context. *DP once* keeps the set the DP picked from the prompt (the paper's LOI ablation). *Static* is the "
     "Self-SD idea: one set per model, searched offline on calibration prompts for draft agreement, then reused. "
     "*Early exit* drafts with the first L − M layers (LayerSkip's draft, without its training). *Random* is the "
-    "floor. Run the same prompt under each and compare τ (tokens per round) and the acceptance rate below.")
-COLUMNS = ["strategy", "auto", "M", "K", "DET", "LOI", "τ", "acceptance", "drafted", "tokens/s", "× vanilla"]
+    "floor. Run the same prompt under each (or press *Run all five* in the Compare tab) and compare τ (tokens "
+    "per round) and the acceptance rate in the Compare tab's table and chart.")
+COLUMNS = ["prompt", "settings", "strategy", "auto", "M", "K", "DET", "LOI", "τ", "acceptance", "drafted",
+           "tokens/s", "× vanilla", "note"]
 MAX_HISTORY = 40
+FEW_DRAFTS = 20           # a row resting on fewer draft tokens than this is marked: its τ and acceptance are noise
 
 
 def run_summary(state: RunState) -> dict | None:
@@ -35,11 +39,33 @@ def run_summary(state: RunState) -> dict | None:
     if not (c and c.done and v and v.done) or c.done.stop_reason == "stopped":
         return None
     p, d = c.params, c.done
-    return {"prompt": c.prefill.prompt_text, "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
-            "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": p.get("loi"),
+    return {"prompt": c.prefill.prompt_text, "temperature": p.get("temperature", 0.0), "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
+            "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": loi_shown(c),
             "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),
-            "× vanilla": round(d.tokens_per_s / v.done.tokens_per_s, 2) if v.done.tokens_per_s else None}
+            "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None}
+
+
+def loi_shown(view) -> str:
+    """LOI as the run had it: the setting for a fixed CLaSp run; for auto, the drafting rounds per DP run
+    it measured (it stretches LOI); "once" for the DP run once; "–" for choices that run no DP."""
+    p, d = view.params, view.done
+    strategy = p.get("strategy", "clasp")
+    if strategy not in DP_STRATEGIES:
+        return "–"
+    if strategy != "clasp":
+        return "once"
+    if p.get("auto"):
+        drafting = sum(r.drafting for r in view.rounds)
+        return f"{drafting / d.dp_calls:.0f} (auto)" if d and d.dp_calls else "– (no DP ran)"
+    return str(p.get("loi"))
+
+
+def settings(row: dict) -> str:
+    """What must be equal for two rows to be compared: auto, M, K, DET (unused by auto) and temperature."""
+    det = "–" if row["auto"] else row["DET"]
+    t = row.get("temperature", 0.0)
+    return f"{'auto' if row['auto'] else 'fixed'}, M {row['M']}, K {row['K']}, DET {det}" + (f", T {t}" if t else "")
 
 
 def remember(history: list | None, state: RunState) -> list:
@@ -50,27 +76,103 @@ def remember(history: list | None, state: RunState) -> list:
     return history[-MAX_HISTORY:]
 
 
+def current_prompt(history: list | None, state: RunState | None) -> str | None:
+    if state and state.clasp and state.clasp.prefill:
+        return state.clasp.prefill.prompt_text
+    return history[-1]["prompt"] if history else None
+
+
 def same_prompt(history: list | None, state: RunState | None) -> list[dict]:
-    prompt = state.clasp.prefill.prompt_text if state and state.clasp and state.clasp.prefill else None
+    prompt = current_prompt(history, state)
     return [h for h in history or [] if h["prompt"] == prompt]
 
 
-def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFrame:
+def same_settings(history: list | None, state: RunState | None) -> list[dict]:
+    """The rows a verdict may compare: this prompt, and the settings of its latest run."""
     rows = same_prompt(history, state)
-    return pd.DataFrame([{k: r[k] for k in COLUMNS} for r in rows], columns=COLUMNS)
+    if not rows:
+        return []
+    key = settings(rows[-1])
+    return [r for r in rows if settings(r) == key]
+
+
+def _short(prompt: str, n: int = 48) -> str:
+    """The user's words from a chat-templated prompt, cut to n characters."""
+    text = prompt
+    for mark in ("<|im_start|>user\n", "[INST]", "<|user|>"):
+        if mark in text:
+            text = text.split(mark, 1)[1]
+    text = text.split("<|im_end|>", 1)[0].strip().replace("\n", " ")
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _note(r: dict) -> str:
+    return f"few drafts ({r['drafted']}): noisy" if r["drafted"] < FEW_DRAFTS else ""
+
+
+def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFrame:
+    """Every remembered run, grouped by prompt (this prompt's runs last, next to the chart), each row with
+    its settings."""
+    prompt = current_prompt(history, state)
+    order = {p: i for i, p in enumerate(dict.fromkeys(r["prompt"] for r in history or []))}
+    rows = sorted(history or [], key=lambda r: (r["prompt"] == prompt, order[r["prompt"]]))
+    data = [{**{k: r.get(k) for k in COLUMNS}, "prompt": _short(r["prompt"]), "settings": settings(r),
+             "note": _note(r)} for r in rows]
+    return pd.DataFrame(data, columns=COLUMNS)
+
+
+def _label(r: dict) -> str:
+    return STRATEGIES.get(r["strategy"], r["strategy"]).split(":")[0]
+
+
+def conclusion(history: list | None, state: RunState | None) -> str:
+    """One line computed from the comparable rows: which choice drafts best, which is fastest, what the DP buys."""
+    rows = same_settings(history, state)
+    by = {}
+    for r in rows:                                   # the latest run of each strategy
+        by[r["strategy"]] = r
+    if len(by) < 2:
+        return ("**Verdict:** run at least two layer choices on this prompt with the same M, K and DET (or press "
+                "*Run all five*) for a verdict.")
+    rows = list(by.values())
+    best_tau = max(rows, key=lambda r: r["τ"])
+    fastest = max(rows, key=lambda r: r["× vanilla"] or 0)
+    text = (f"**Verdict** (this prompt, {settings(rows[0])}, {len(rows)} layer choices): "
+            f"{_label(best_tau)} drafts best (τ {best_tau['τ']:.2f}"
+            + (f", acceptance {best_tau['acceptance']:.2f}" if best_tau["acceptance"] is not None else "") + "); "
+            f"{_label(fastest)} is fastest ({fastest['× vanilla']:.2f}× vanilla).")
+    clasp = by.get("clasp")
+    fixed = [r for r in rows if r["strategy"] not in DP_STRATEGIES]
+    if clasp and fixed:
+        best_fixed = max(fixed, key=lambda r: r["τ"])
+        gap = clasp["τ"] - best_fixed["τ"]
+        if gap > 0.05:
+            text += (f" Choosing the layers in context buys τ +{gap:.2f} over the best fixed set "
+                     f"({_label(best_fixed)}).")
+        else:
+            text += (f" {_label(best_fixed)} drafts as well as CLaSp (τ {best_fixed['τ']:.2f} against "
+                     f"{clasp['τ']:.2f}) without the DP's cost.")
+    few = [_label(r) for r in rows if r["drafted"] < FEW_DRAFTS]
+    if few:
+        text += f" Few drafts behind {', '.join(few)} (under {FEW_DRAFTS}): read those rows as noise."
+    others = len(same_prompt(history, state)) - len(same_settings(history, state))
+    if others:
+        text += f" {others} run(s) of this prompt with other settings are left out of the verdict."
+    return text
 
 
 def compare_figure(history: list | None, state: RunState | None) -> go.Figure:
-    rows = same_prompt(history, state)
+    rows = same_settings(history, state)
     fig = go.Figure()
     if rows:
-        names = [f"{i + 1}. {r['strategy']}" + (" (auto)" if r["auto"] else "") + f" M={r['M']}"
+        names = [f"{i + 1}. {r['strategy']}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
                  for i, r in enumerate(rows)]
         fig.add_trace(go.Bar(x=names, y=[r["τ"] for r in rows], name="τ (tokens per round)",
                              marker_color=SKIPPED, offsetgroup="tau"))
         fig.add_trace(go.Bar(x=names, y=[r["acceptance"] or 0 for r in rows], name="acceptance rate",
                              marker_color=ACCEPTED, yaxis="y2", offsetgroup="acceptance"))
-    return styled(fig, title="This prompt under each layer choice you ran", barmode="group", height=340,
+    title = "This prompt, same settings" if rows else "Layer choices on this prompt"
+    return styled(fig, title=title, barmode="group", height=340,
                   yaxis=dict(title="τ"), yaxis2=dict(title="acceptance", overlaying="y", side="right",
                                                      range=[0, 1.05], showgrid=False),
                   legend=dict(orientation="h", y=-0.25), margin=dict(l=50, r=50, t=50, b=60))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import html
 import math
 
-from clasp_core.costs import PAPER_MODELS, Costs, plain_step_s, projection, run_costs
+from statistics import median
+
+from clasp_core.costs import PAPER_MODELS, Costs, outlier_rounds, plain_step_s, projection, run_costs
+from clasp_core.metrics import speedup
 
 from .state import RunView
 
@@ -26,19 +29,21 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     if not (clasp and clasp.done and vanilla and vanilla.done):
         return '<div class="costs">The cost model appears when both runs have finished.</div>'
     c = measured_costs(clasp, vanilla)
+    measured = speedup(clasp.done.tokens_per_s, vanilla.done.tokens_per_s) or 0.0
     if c is None:
-        return ('<div class="costs">This run never drafted (every round was a plain full-model step), so it '
-                'ran at vanilla speed: there is nothing for the cost model to explain.</div>')
-    measured = clasp.done.tokens_per_s / vanilla.done.tokens_per_s if vanilla.done.tokens_per_s else 0.0
+        return f'<div class="costs">{never_drafted(clasp, vanilla, measured)}</div>'
+    slow = outlier_rounds(clasp.rounds)
     ms = c.step_s * 1e3
     rows = [
         ("one full-model step (vanilla's median)", f"{ms:.1f} ms", "the unit of everything below"),
         ("r<sub>d</sub>: one draft step", f"{c.r_draft:.2f}", f"{c.r_draft * ms:.1f} ms with the skipped layers"),
-        ("k̄: draft steps per round", f"{c.k:.2f}", "mean over rounds that drafted"),
+        ("k̄: draft steps per drafting round", f"{c.k:.2f}", "mean over rounds that ran a draft step (a step "
+                                                              "whose guess fell below DET counts)"),
         ("r<sub>v</sub>(k̄): one verification", f"{c.r_verify:.2f}", f"{c.r_verify * ms:.1f} ms for k̄ + 1 positions"),
         ("DP: one run of the layer DP", f"{c.dp:.2f}", f"{c.dp * ms:.1f} ms" if c.dp else "no DP in this run"),
         ("LOI: rounds per DP run", f"{c.loi:.1f}" if c.loi else "–", ""),
-        ("τ: tokens per round", f"{c.tau:.2f}", "accepted drafts + the full model's token"),
+        ("τ over drafting rounds", f"{c.tau:.2f}", "accepted drafts + the full model's token, per drafting round "
+                                                  "(the Timing table's τ also counts plain steps)"),
         ("<b>predicted speedup</b>", f"<b>{c.speedup:.2f}×</b>", f"{c.tau:.2f} / {c.round_cost:.2f}"),
         ("<b>measured speedup</b>", f"<b>{measured:.2f}×</b>", "tokens/s against vanilla (prefill and plain "
                                                               "rounds included)"),
@@ -56,7 +61,9 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         f'<div class="costs"><p class="formula">{FORMULA}</p>'
         f'<table class="timing-table"><tr><th>this run, measured</th><th>value</th><th></th></tr>{body}</table>'
         '<p class="note">Predicted counts drafting rounds only; the measured speedup also pays the prefill and any '
-        'plain rounds, so it sits between the prediction and 1×.</p>'
+        'plain rounds, so it sits between the prediction and 1×.'
+        + (f' {len(slow)} round(s) far slower than the others of their kind (marked in the Rounds tab, e.g. '
+           f'warm-up) are left out of the terms.' if slow else '') + '</p>'
         '<p><b>Projection</b> (not measured): the same formula for the paper\'s models at batch 1 on a GPU, where a '
         'step is bound by reading the weights: a draft step reads the lm_head and the L − M kept layers '
         '(M = 0.45·L), a verification about one step, the DP about one step, and k̄ ≈ τ. The τ ranges and the '
@@ -65,5 +72,19 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         f'<th>projected, LOI 128</th><th>paper, measured</th></tr>{"".join(proj)}</table>'
         f'<p class="note">Reading the two tables together: on this device a verification of k̄ + 1 positions costs '
         f'{c.r_verify:.2f} steps and a DP run {c.dp:.2f}, where a memory-bound GPU pays about 1 for each; and a '
-        f'small model\'s draft agrees less often (τ {c.tau:.2f} here against the paper\'s 3.7–7.2). Deep models '
+        f'small model\'s draft agrees less often (τ over drafting rounds {c.tau:.2f} here against the paper\'s 3.7–7.2). Deep models '
         f'on a GPU get both terms in CLaSp\'s favour.</p></div>')
+
+
+def never_drafted(clasp: RunView, vanilla: RunView, measured: float) -> str:
+    """A run of plain steps only: say where its difference from vanilla's speed went, in numbers."""
+    c, v = clasp.done, vanilla.done
+    steps = [r.verify_s + r.draft_s for r in clasp.rounds]
+    own, base = (median(steps) if steps else 0.0), plain_step_s([s.seconds for s in vanilla.steps])
+    bookkeeping = c.decode_s - sum(steps)
+    return (f"This run never drafted: every round was a plain full-model step, the same work as vanilla's. It "
+            f"measured <b>{measured:.2f}×</b> vanilla. Where the difference went: its median step took "
+            f"{own * 1e3:.1f} ms against vanilla's {base * 1e3:.1f} ms, its prefill {c.prefill_s * 1e3:.0f} ms "
+            f"against {v.prefill_s * 1e3:.0f} ms, and {max(0.0, bookkeeping) * 1e3:.0f} ms went between the steps "
+            f"(planning each round, building its event). On a shared machine the first two move with the "
+            f"background load; compare runs side by side before reading much into a few percent.")

@@ -45,9 +45,8 @@ def round_tokens(r: Round) -> list[Token]:
 
 
 def is_plain(r: Round) -> bool:
-    """The round ran no draft at all: a full-model step (auto's choice, or the last token left)."""
-    k_max = getattr(r, "k_max", None)
-    return k_max == 0 if k_max is not None else (not r.drafted and not r.skip)
+    """The round ran no draft at all: a full-model step (defined once, as ``Round.plain``)."""
+    return r.plain
 
 
 @dataclass

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from clasp_core.costs import Costs
 
-from .state import RunView, is_plain
+from .auto_view import round_reason
+from .state import RunView
 
 ACCEPTANCE_RULE = (
     "**The acceptance rule.** Greedy (temperature 0): a drafted token is accepted while it is the full model's "
@@ -21,7 +22,7 @@ def _plain_reason(view: RunView, r) -> str:
     if left <= 1:
         return "only one token was left to generate, so there was nothing to draft"
     if view.params.get("auto"):
-        return "auto chose a plain step: with the costs it measured, drafting was predicted slower here"
+        return round_reason(r.auto) or "auto chose a plain step: drafting was predicted slower here"
     return "no draft was planned for this round"
 
 
@@ -38,7 +39,8 @@ def cost_sentence(view: RunView, r, costs: Costs | None) -> str:
     need = (f"τ ≥ {costs.break_even_tau:.1f}" + (f" or LOI ≥ {costs.loi_to_win:.0f}"
                                                  if costs.loi_to_win != float("inf") and costs.dp else ""))
     return (f" *Cost:* this round took {' + '.join(parts)} for {n} token(s), against {n * costs.step_s * 1e3:.0f} ms "
-            f"for {n} plain step(s). With this run's costs drafting wins at {need} (this run: τ = {costs.tau:.2f}).")
+            f"for {n} plain step(s). With this run's costs drafting wins at {need} (this run: τ over drafting rounds "
+            f"= {costs.tau:.2f}).")
 
 
 def explain_round(view: RunView | None, index: int, costs: Costs | None = None) -> str:
@@ -50,7 +52,7 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
     lead = f"**Round {r.index + 1} of {len(view.rounds)}.** "
     n_emit = len(r.emitted)
     if not r.drafted:
-        if is_plain(r):
+        if r.plain:
             why = _plain_reason(view, r)
         else:
             why = (f"the draft ran once but its top guess was below the confidence threshold "
@@ -60,6 +62,9 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
         return lead + (f"No draft tokens: {why}. The full model produced {_quote(r.next_text)} on its own, "
                        f"like vanilla decoding.") + cost_sentence(view, r, costs)
     skip = f"with {len(r.skip)} of {view.num_layers} layers skipped ({', '.join(map(str, r.skip))})"
+    why = round_reason(r.auto) if view.params.get("auto") else ""
+    if why:
+        lead += f"*Why:* {why}. "
     text = lead + (f"The draft model — the same model {skip} — proposed {len(r.drafted)} token(s): "
                    f"{' '.join(_quote(t) for t in r.drafted_text)}. ")
     cut = n_emit <= r.accepted                # the run ended (EOS or token limit) inside this round

@@ -5,8 +5,10 @@ import html
 
 import plotly.graph_objects as go
 
+from clasp_core.metrics import speedup, tau_drafting
+
 from .palette import BONUS, DP, PLAIN, VANILLA, VERIFY, styled
-from .state import RunView, is_plain
+from .state import RunView
 
 SEGMENT_COLOURS = {"prefill": PLAIN, "layer DP": DP, "draft": BONUS, "verify": VERIFY, "plain step": VANILLA}
 
@@ -28,7 +30,7 @@ def segments(view: RunView) -> list[tuple[str, float, float]]:
     if 0 in choices:
         put("layer DP", choices[0].seconds)
     for r in view.rounds:
-        if is_plain(r):                                  # no draft ran: one full-model step
+        if r.plain:                                      # no draft ran: one full-model step
             put("plain step", r.draft_s + r.verify_s)
         else:
             if r.draft_s > 0:
@@ -78,27 +80,44 @@ def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str,
     return "mismatch", f"Warning: CLaSp and vanilla differ from token {first} on."
 
 
+TAU_ALL = "τ: tokens per round, all rounds"
+TAU_DRAFTING = "τ over drafting rounds"
+TAU_NOTE = ("Two τ, named apart: <b>τ</b> counts every round, plain full-model steps included (one token "
+            "each); <b>τ over drafting rounds</b> counts only rounds that ran a draft step, the rounds the cost "
+            "model prices. They are equal when every round drafted.")
+
+
 def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     def cell(view, f):
-        return f(view.done) if view and view.done else "…"
+        return f(view) if view and view.done else "…"
 
     c, v = clasp, vanilla
     speed = "…"
     if c and c.done and v and v.done and v.done.tokens_per_s > 0:
-        speed = f"{c.done.tokens_per_s / v.done.tokens_per_s:.2f}×"
+        speed = f"{speedup(c.done.tokens_per_s, v.done.tokens_per_s):.2f}×"
+
+    def drafting(view):
+        return [r for r in view.rounds if r.drafting]
+
     rows = [
-        ("total time", lambda d: f"{d.wall_s:.2f} s"),
-        ("new tokens", lambda d: f"{d.new_tokens}"),
-        ("tokens / s", lambda d: f"{d.tokens_per_s:.1f}"),
-        ("τ (tokens per round)", lambda d: f"{d.tau:.2f}" if d.rounds else "–"),
-        ("drafted / accepted", lambda d: f"{d.drafted} / {d.accepted}" if d.rounds else "–"),
-        ("layer DP share", lambda d: f"{100 * d.dp_s / d.wall_s:.1f}% ({d.dp_calls} run{'s' if d.dp_calls > 1 else ''})" if d.dp_calls else "–"),
+        ("total time", lambda w: f"{w.done.wall_s:.2f} s"),
+        ("new tokens", lambda w: f"{w.done.new_tokens}"),
+        ("tokens / s", lambda w: f"{w.done.tokens_per_s:.1f}"),
+        (TAU_ALL, lambda w: f"{w.done.tau:.2f}" if w.done.rounds else "–"),
+        (TAU_DRAFTING, lambda w: f"{tau_drafting(w.rounds):.2f}" if drafting(w) else "–"),
+        ("drafting rounds (ran a draft step)", lambda w: f"{len(drafting(w))} of {w.done.rounds}" if w.done.rounds
+         else "–"),
+        ("draft tokens proposed / accepted", lambda w: f"{w.done.drafted} / {w.done.accepted}" if w.done.rounds
+         else "–"),
+        ("layer DP share", lambda w: f"{100 * w.done.dp_s / w.done.wall_s:.1f}% ({w.done.dp_calls} "
+                                     f"run{'s' if w.done.dp_calls > 1 else ''})" if w.done.dp_calls else "–"),
     ]
     body = "".join(f"<tr><th>{html.escape(name)}</th><td>{cell(c, f)}</td><td>{cell(v, f)}</td></tr>"
                    for name, f in rows)
     state, msg = lossless_state(c, v)
     return (f'<div class="timing"><div class="speedup">speedup <b>{speed}</b></div>'
             f'<table class="timing-table"><tr><th></th><th>CLaSp</th><th>vanilla</th></tr>{body}</table>'
+            f'<p class="note">{TAU_NOTE}</p>'
             f'<div class="lossless lossless-{state}">{html.escape(msg)}</div></div>')
 
 
@@ -110,7 +129,8 @@ def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     parts = [f"CLaSp <b>{c.tokens_per_s:.1f}</b> tok/s", f"τ <b>{c.tau:.2f}</b>" if c.rounds else ""]
     if vanilla and vanilla.done and vanilla.done.tokens_per_s > 0:
         v = vanilla.done
-        parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s", f"speedup <b>{c.tokens_per_s / v.tokens_per_s:.2f}×</b>"]
+        parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s",
+                  f"speedup <b>{speedup(c.tokens_per_s, v.tokens_per_s):.2f}×</b>"]
     state, msg = lossless_state(clasp, vanilla)
     mark = {"ok": "lossless", "mismatch": "outputs differ", "sampled": "sampled", "pending": ""}[state]
     badge = f' <span class="lossless lossless-{state} badge" title="{html.escape(msg, quote=True)}">{mark}</span>' \

@@ -12,14 +12,17 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from .analysis import accepted_histogram, persistence_figure
-from .compare import STRATEGY_HELP, compare_dataframe, compare_figure
+from .analysis import accepted_histogram, persistence_figure, persistence_note
+from .compare import STRATEGY_HELP, compare_dataframe, compare_figure, conclusion
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
+from .replay import replay_controls, replay_html, replay_range
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
 from .state import RunState
+from .sweep_view import HELP as SWEEP_HELP
+from .sweep_view import sweep_figure
 from .teaching import ACCEPTANCE_RULE, explain_round
 from .timing import summary_html, timeline_figure, timing_html
 from .tokens import token_html
@@ -72,16 +75,23 @@ TABS = [
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
-    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders): each finished run "
-                   "adds a row, so you can see what choosing the layers in context buys."),
+    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run all "
+                   "five*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
+                   "with the same settings; earlier prompts stay in the table, grouped by prompt."),
 ]
 
 
 ANALYSIS_HELP = (
     "**Two of the paper's analyses, on this run.** Left: how much the skip sets of rounds *d* apart overlap, as "
-    "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers). If it stays high, the set barely changes "
-    "between nearby rounds, which is why re-running the DP only every LOI rounds loses little. Right: how many "
-    "draft tokens each round got accepted.")
+    "the Jaccard similarity |A ∩ B| / |A ∪ B| (1 = the same layers); the note under the plots says what this "
+    "run's curve supports. Right: how many draft tokens each round got accepted.")
+
+
+REPLAY_HELP = (
+    "**Slow motion.** Press ▶ to replay the run (or a loaded trace) one moment at a time: the draft's tokens "
+    "appear *pending* (dashed) with their probability q, the full model marks each accepted or rejected "
+    "(p, q and the rule), then its correction or bonus token is appended. On the right, the round's column of "
+    "the layer map is lit (purple: skipped layers).")
 
 
 # ---- render functions that combine views of ui/ ---------------------------------------------------
@@ -152,12 +162,23 @@ VIEWS = [
     View("explanation", "Teach", lambda: gr.Markdown(explain_round(None, 0), elem_id="explanation"),
          lambda s: explain_round(s.clasp, s.current or 0, measured_costs(s.clasp, s.vanilla))),
     View("rule", "Teach", lambda: gr.Markdown(ACCEPTANCE_RULE, elem_classes="help"), None),
+    View("replay_help", "Teach", lambda: gr.Markdown(REPLAY_HELP, elem_classes="help"), None),
+    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp)),
+    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"), lambda s: replay_html(s.clasp, 0)),
     View("analysis_help", "Teach", lambda: gr.Markdown(ANALYSIS_HELP, elem_classes="help"), None),
     View("persistence", "Teach", lambda: gr.Plot(persistence_figure(None)), lambda s: persistence_figure(s.clasp),
          row="plots"),
     View("histogram", "Teach", lambda: gr.Plot(accepted_histogram(None)), lambda s: accepted_histogram(s.clasp),
          row="plots"),
+    View("persistence_note", "Teach", lambda: gr.Markdown("", elem_id="persistence-note"),
+         lambda s: persistence_note(s.clasp)),
+    View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
+    View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
+    View("compare_run_all", "Compare", lambda: gr.Button("Run all five layer choices (this prompt, M, K and DET, "
+                                                         "auto off)", size="sm", elem_id="run-all-btn"), None),
+    View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
+         lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
                                                           elem_id="compare"),
          lambda s: compare_dataframe(s.history, s.state)),

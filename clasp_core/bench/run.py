@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 
 from ..decoding import GenConfig
+from ..metrics import speedup
 from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import METHODS, check, reserve, run_one, warm_up
 from .specbench import model_id, write_answers
@@ -35,7 +36,7 @@ def summarize(rows: list[dict], temperature: float) -> str:
         stats = {m: pooled(rs) for m, rs in by[task].items()}
         for m, rs in by[task].items():
             s = stats[m]
-            ratio = lambda ref: num(s.tokens_per_s / stats[ref].tokens_per_s, unit="x") if ref in stats else "-"
+            ratio = lambda ref: num(speedup(s.tokens_per_s, stats[ref].tokens_per_s), unit="x") if ref in stats else "-"
             same = f"{sum(hf.get(r['question_id']) == r['token_ids'] for r in rs)}/{len(rs)}" \
                 if check_lossless and m != "hf" else "-"
             table.append([task, m, s.n, num(s.tokens_per_s), ratio("vanilla"), ratio("hf"), num(s.tau),

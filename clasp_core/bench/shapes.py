@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ..costs import Costs
+from ..costs import PAPER_MODELS, Costs
 from ..layer_dp import choose_skip_set
 from ..metrics import DEFAULT_SKIP_FRACTION, default_num_skip, dtype_name
 from ..runner import Runner
@@ -42,9 +42,10 @@ SHAPES = {
     "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=8, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512, rope_theta=10000.0),
 }
-# Paper, Table 1 (A800, fp16, Spec-Bench, T=0): tau range per model; the nearest one is used.
-PAPER_TAU = {"llama3-8b": ("LLaMA-3-8B", 3.68, 6.22), "deep-80": ("LLaMA-3-70B", 4.05, 7.19),
-             "smollm2-135m": ("LLaMA-3-8B", 3.68, 6.22), "tiny": ("LLaMA-3-8B", 3.68, 6.22)}
+# Paper, Table 1 (A800, fp16, Spec-Bench, T=0): tau range per model (costs.PAPER_MODELS, the one copy);
+# each shape uses the nearest model's.
+_NEAREST = {"llama3-8b": "LLaMA-3-8B", "deep-80": "LLaMA-3-70B", "smollm2-135m": "LLaMA-3-8B", "tiny": "LLaMA-3-8B"}
+PAPER_TAU = {shape: (m.name, *m.tau) for shape, name in _NEAREST.items() for m in PAPER_MODELS if m.name == name}
 RATIOS = (0.25, DEFAULT_SKIP_FRACTION, 0.5, 0.6)
 
 

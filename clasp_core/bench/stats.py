@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..metrics import acceptance_rate, tau
+
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
@@ -28,6 +30,6 @@ def pooled(rows: list[dict]) -> Pooled:
     rounds = sum(r["rounds"] for r in drafts)
     drafted = sum(r["drafted"] for r in drafts)
     return Pooled(n=len(rows), tokens_per_s=tokens / wall if wall else 0.0,
-                  tau=sum(r["new_tokens"] - 1 for r in drafts) / rounds if rounds else None,
-                  accept=sum(r["accepted"] for r in drafts) / drafted if drafted else None,
+                  tau=tau(sum(r["new_tokens"] for r in drafts), rounds, runs=len(drafts)) if rounds else None,
+                  accept=acceptance_rate(sum(r["accepted"] for r in drafts), drafted) if drafted else None,
                   dp_share=sum(r["dp_s"] for r in drafts) / wall if drafts and wall else None)

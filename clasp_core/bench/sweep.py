@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from ..decoding import GenConfig
+from ..metrics import speedup
 from .common import (fail, fractions, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split,
                      write_jsonl)
 from .methods import STRATEGIES, check, run_one
@@ -49,7 +50,7 @@ def summarize(rows: list[dict]) -> str:
     for (m, p, v), rs in groups.items():
         s = pooled(rs)
         table.append([m, p, v, rs[0]["M"], num(s.tau), num(s.accept and 100 * s.accept, ".0f", "%"),
-                      num(s.tokens_per_s), num(s.tokens_per_s / van.tokens_per_s, unit="x"),
+                      num(s.tokens_per_s), num(speedup(s.tokens_per_s, van.tokens_per_s), unit="x"),
                       num(s.dp_share and 100 * s.dp_share, ".1f", "%"),
                       f"{sum(r['same_as_vanilla'] for r in rs)}/{len(rs)}"])
     head = ["method", "parameter", "value", "M", "tau", "accepted/drafted", "tokens/s", "x vanilla", "DP share",

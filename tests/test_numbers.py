@@ -1,0 +1,211 @@
+"""Every number on the page agrees with the others (issue 18 §2): one test per disagreement found,
+each on a small synthetic trace, each failing on the page as it was."""
+import pytest
+
+from clasp_core.costs import run_costs
+from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
+from ui.state import RunState
+
+L = 4
+
+
+def prefill(method="clasp", **params):
+    return Prefill(method=method, model="toy", num_layers=L, prompt_ids=[1], prompt_text="p",
+                   params={"temperature": 0, "max_new_tokens": 64, "det": 0.7, "loi": 1, "num_skip": 1,
+                           "draft_len": 4, "strategy": "clasp", **params}, seconds=0.1, first_token=5,
+                   first_text="A")
+
+
+def rnd(index, start, drafted=(6,), accepted=1, k_max=None, skip=(1,), s=0.05, choice=0, auto=None):
+    drafted = list(drafted)
+    emitted = drafted[:accepted] + [9]
+    plain = k_max == 0
+    extra = {"auto": auto} if auto is not None else {}
+    return Round(**extra, index=index, skip=[] if plain else list(skip), drafted=drafted,
+                 drafted_text=[f"d{t}" for t in drafted], draft_probs=[0.9] * len(drafted),
+                 target_probs=[0.8] * len(drafted), accepted=accepted, next_token=9, next_text="N",
+                 next_kind="bonus" if accepted == len(drafted) else "corrected", emitted=emitted,
+                 draft_s=0.0 if plain else s / 2, verify_s=s / 2 if not plain else s, start=start,
+                 k_max=len(drafted) if k_max is None else k_max, choice=-1 if plain else choice)
+
+
+def done(rounds, method="clasp", wall=2.0, dp_s=0.0, dp_calls=0, tokens_per_s=None):
+    n = 1 + sum(len(r.emitted) for r in rounds)
+    return Done(method=method, new_tokens=n, output_ids=[5] * n, text="", wall_s=wall, decode_s=wall - 0.1,
+                prefill_s=0.1, tokens_per_s=tokens_per_s or n / wall, stop_reason="max_new_tokens",
+                rounds=len(rounds), drafted=sum(len(r.drafted) for r in rounds),
+                accepted=sum(r.accepted for r in rounds), tau=(n - 1) / len(rounds) if rounds else 0.0,
+                dp_s=dp_s, dp_calls=dp_calls)
+
+
+def layer_choice(round_, seconds=0.01):
+    return LayerChoice(round=round_, position=1, skip=[1], D=[[1.0, 0.9]] * (L + 1), path=[[4, 1], [0, 0]],
+                       seconds=seconds, num_skip=1)
+
+
+def vanilla(n, step=0.05, tokens_per_s=10.0):
+    steps = [Step(index=i, token=5, text="x", seconds=step) for i in range(1, n)]
+    return [prefill("vanilla"), *steps, Done(method="vanilla", new_tokens=n, output_ids=[5] * n, text="",
+                                             wall_s=n / tokens_per_s, decode_s=n / tokens_per_s - 0.1,
+                                             prefill_s=0.1, tokens_per_s=tokens_per_s, stop_reason="max_new_tokens")]
+
+
+def mixed_run(**params):
+    """Two plain steps, then three drafting rounds (one of them a DET stop that kept no draft)."""
+    rounds = [rnd(0, 1, drafted=(), accepted=0, k_max=0), rnd(1, 2, drafted=(), accepted=0, k_max=0),
+              rnd(2, 3, drafted=(6, 7), accepted=2), rnd(3, 6, drafted=(), accepted=0, k_max=4),
+              rnd(4, 7, drafted=(6, 7, 8), accepted=1)]
+    return [prefill(**params), layer_choice(2), *rounds, done(rounds)], rounds
+
+
+# 1. two τ in one run, both labelled "τ"
+def test_the_two_taus_are_named_apart_and_each_shown_with_its_own_value():
+    from ui.costs_view import cost_html
+    from ui.timing import timing_html
+
+    events, rounds = mixed_run()
+    state = RunState(events + vanilla(10))
+    all_rounds, drafting = state.clasp.done.tau, (3 + 1 + 2) / 3        # 6 tokens in the 3 drafting rounds
+    assert all_rounds != pytest.approx(drafting)
+    timing = timing_html(state.clasp, state.vanilla)
+    assert f"τ over drafting rounds</th><td>{drafting:.2f}" in timing
+    assert f"τ: tokens per round, all rounds</th><td>{all_rounds:.2f}" in timing
+    costs = cost_html(state.clasp, state.vanilla)
+    assert "τ: tokens per round" not in costs and f"τ over drafting rounds</th><td>{drafting:.2f}" in costs
+
+
+# 2. "drafted" means one thing: a round that ran a draft step
+def test_a_det_stop_is_a_drafting_round_everywhere():
+    from ui.costs_view import measured_costs
+    from ui.rounds import rounds_dataframe
+    from ui.timing import timing_html
+
+    events, rounds = mixed_run()
+    state = RunState(events + vanilla(10))
+    assert [r.drafting for r in rounds] == [False, False, True, True, True]
+    assert "no draft" not in rounds_dataframe(state.clasp)["kind"].tolist()     # it did run a draft step
+    assert "drafting rounds (ran a draft step)</th><td>3 of 5" in timing_html(state.clasp, state.vanilla)
+    assert measured_costs(state.clasp, state.vanilla).k == pytest.approx((2 + 1 + 3) / 3)
+
+
+# 3. the DP's share, K and M as auto really had them
+def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
+    import app
+
+    note = {"reason": "model", "choice": "draft", "step_ms": 53.0, "verify_slope": 0.3, "plain_speed": 1.0,
+            "measured_speed": None, "hold": 0, "fallbacks": 0, "M": 1, "K": 2, "draft_speed": 1.2, "alpha": 0.8,
+            "r_draft": 0.6, "draft_measured": True, "r_verify": 1.6}
+    rounds = [rnd(0, 1, drafted=(6,), k_max=1, auto=note), rnd(1, 3, drafted=(6, 7, 8), k_max=3, auto=note)]
+    view = RunState([prefill(auto=True), layer_choice(0), *rounds,
+                     done(rounds, wall=1.0, dp_s=0.074, dp_calls=2)]).clasp
+    text = app.auto_note(view, "cpu")
+    assert "7.4%" in text and "K = 1–3" in text and "M ∈ {1}" in text
+    assert "exactly K" not in text and "stays near 3%" not in text
+    assert "53 ms" in text                                                    # and why it drafted
+
+
+# 4. Compare's LOI column
+def test_compare_shows_the_loi_each_run_really_had():
+    from ui.compare import run_summary
+
+    rounds = [rnd(i, 1 + 2 * i) for i in range(19)]
+    auto = RunState([prefill(auto=True), layer_choice(0), *rounds, done(rounds, dp_calls=1)] + vanilla(10))
+    assert run_summary(auto)["LOI"] == "19 (auto)"
+    static = RunState([prefill(strategy="static"), layer_choice(0), *rounds, done(rounds)] + vanilla(10))
+    assert run_summary(static)["LOI"] == "–"                                # no DP ran
+
+
+# 5. a run that never drafted says where its difference from vanilla went
+def test_a_run_that_never_drafted_explains_its_measured_speed():
+    from ui.costs_view import cost_html
+
+    rounds = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0, s=0.055) for i in range(9)]
+    state = RunState([prefill(auto=True), *rounds, done(rounds, tokens_per_s=9.0)] + vanilla(10, step=0.05))
+    html = cost_html(state.clasp, state.vanilla)
+    assert "ran at vanilla speed" not in html
+    assert "0.90×" in html and "55.0 ms against vanilla's 50.0 ms" in html
+
+
+# 6. warm-up rounds are marked and do not skew the cost model
+def test_a_warm_up_round_is_marked_and_left_out_of_the_costs():
+    from ui.rounds import rounds_dataframe
+
+    rounds = [rnd(0, 1, s=1.212), *(rnd(i, 1 + 2 * i, s=0.053) for i in range(1, 8))]
+    view = RunState([prefill(), layer_choice(0), *rounds, done(rounds)]).clasp
+    notes = rounds_dataframe(view)["note"].tolist()
+    assert notes[0].startswith("slow") and not any(notes[1:])
+    costs = run_costs(view.rounds, view.choices, step_s=0.05)
+    assert costs.r_verify == pytest.approx(0.0265 / 0.05)                   # the 1.2 s round left out
+
+
+# 7. the persistence sentence claims only what the plotted run supports
+def test_the_jaccard_note_does_not_read_a_held_set_as_evidence():
+    from ui.analysis import persistence_note
+    from ui.views import ANALYSIS_HELP
+
+    rounds = [rnd(i, 1 + 2 * i, choice=0) for i in range(19)]
+    view = RunState([prefill(auto=True), layer_choice(0), *rounds, done(rounds, dp_calls=1)]).clasp
+    note = persistence_note(view)
+    assert "by construction" in note and "every 19 rounds" in note
+    assert "loses little" not in ANALYSIS_HELP + note and "barely changes" not in ANALYSIS_HELP + note
+
+
+# ---- Compare gives a fair verdict (issue 18 §3) ----------------------------------------------------
+def row(strategy, tau, drafted=60, det=0.7, auto=False, prompt="<|im_start|>user\nName two fruits.<|im_end|>",
+        speed=0.8):
+    return {"prompt": prompt, "temperature": 0.0, "strategy": strategy, "auto": auto, "M": 14, "K": 8, "DET": det,
+            "LOI": "1", "τ": tau, "acceptance": 0.5, "drafted": drafted, "tokens/s": 10.0, "× vanilla": speed}
+
+
+def test_compare_sets_only_runs_with_the_same_settings_side_by_side():
+    from ui.compare import compare_figure, conclusion
+
+    history = [row("clasp", 1.4, det=0.3), row("static", 1.2, det=0.7), row("clasp", 1.3, det=0.7)]
+    fig = compare_figure(history, None)
+    assert list(fig.data[0].x) == ["1. static", "2. clasp"]                 # the DET 0.3 run is left out
+    verdict = conclusion(history, None)
+    assert "DET 0.7" in verdict and "1 run(s) of this prompt with other settings are left out" in verdict
+
+
+def test_the_verdict_is_worded_from_the_rows():
+    from ui.compare import conclusion
+
+    fixed_wins = conclusion([row("clasp", 1.30, speed=0.7), row("static", 1.32, speed=0.9)], None)
+    assert "static drafts as well as CLaSp (τ 1.32 against 1.30) without the DP's cost" in fixed_wins
+    assert "static is fastest (0.90× vanilla)" in fixed_wins
+    dp_wins = conclusion([row("clasp", 1.6), row("early-exit", 1.2), row("random", 1.1, drafted=3)], None)
+    assert "buys τ +0.40 over the best fixed set (early exit)" in dp_wins
+    assert "Few drafts behind random" in dp_wins
+
+
+def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
+    from ui.compare import STRATEGY_HELP, compare_dataframe
+
+    other = "<|im_start|>user\nSay hi.<|im_end|>"
+    history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other),
+               row("static", 1.1)]
+    df = compare_dataframe(history, None)                   # grouped by prompt, the latest run's prompt last
+    assert df["prompt"].tolist() == ["Say hi.", "Name two fruits.", "Name two fruits.", "Name two fruits."]
+    assert df["note"].tolist() == ["", "", "few drafts (1): noisy", ""]
+    assert "below" not in STRATEGY_HELP
+
+
+def test_run_all_five_runs_every_layer_choice_with_the_same_settings(monkeypatch):
+    import app
+    from ui.compare import STRATEGIES
+
+    app.build()
+    V = app.VIEW_COMPONENTS
+    calls = []
+
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, *rest):
+        auto, strategy, history = rest[-4], rest[-3], rest[-2]
+        calls.append((num_skip, draft_len, det, loi, auto, strategy, len(history)))
+        yield {V["status"]: "Done.", V["history"]: history + [strategy]}
+
+    monkeypatch.setattr(app, "run", fake_run)
+    outs = list(app.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
+    assert [c[5] for c in calls] == list(STRATEGIES)
+    assert {c[:5] for c in calls} == {(14, 8, 0.7, 1, False)}            # same M, K, DET, LOI; auto off for all
+    assert [c[6] for c in calls] == [0, 1, 2, 3, 4]                        # each run sees the rows before it
+    assert outs[-1][V["status"]].startswith("Run all five (5/5: random)")
