@@ -32,12 +32,13 @@ import gradio as gr
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
+from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
+from ui.models import ModelCache, Policy, default_spec
 from ui.state import RunState, is_plain
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
@@ -53,22 +54,36 @@ GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks f
 SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
 atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
-_models: dict[tuple[str, str], object] = {}
-_models_lock = threading.Lock()        # one load at a time; visitors share the model in memory
-ARGS = argparse.Namespace(model=None, device="auto")
+ARGS = argparse.Namespace(model=None, device="auto", allow_models=None)
+# ui.models: the host's allow-list, size and memory checks before a fetch or a load, the default model
+# resident and others in an LRU bounded by free memory; one load at a time, visitors share the models
+MODELS = ModelCache(resident=(DEFAULT_SPEC,))
+_models = MODELS.models                # loaded models by (spec, device)
 
 
 def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
-    key = ((spec or "").strip() or DEFAULT_SPEC, device)
-    with _models_lock:
-        if key not in _models:
-            lm = load_model(key[0], device=device, progress=progress)
-            # one short warm-up of each loop, so the first measured run is not paying for it
-            for method in ("clasp", "vanilla") if warm else ():
-                list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
-            _models.clear()                # keep one model in memory
-            _models[key] = lm
-        return _models[key]
+    return MODELS.get(default_spec(spec, DEFAULT_SPEC), device, progress, prepare=warm_up if warm else None)
+
+
+def warm_up(lm) -> None:
+    """One short run of each loop, so the first measured run is not paying for it."""
+    for method in ("clasp", "vanilla"):
+        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+
+
+def offered_presets(device: str) -> list:
+    """The presets that suit this device (the embedded one only where installed, never on a Space)."""
+    return presets_for(resolve_device(device).type, embedded=embedded_installed() and not ON_SPACES)
+
+
+def model_policy(args: argparse.Namespace) -> Policy:
+    """Which models load: the presets and the host's default, and what CLASP_ALLOW_MODELS or
+    --allow-models adds (locally, unless set, anything)."""
+    offered = [p.id for p in offered_presets(args.device)] + [DEFAULT_SPEC] + ([args.model] if args.model else [])
+    return Policy.from_env(args.allow_models, tuple(dict.fromkeys(offered)))
+
+
+MODELS.policy = model_policy(ARGS)
 
 
 class Loading:
@@ -152,6 +167,7 @@ def end_session(request: gr.Request = None):
     """The visitor left: stop their run and delete their trace."""
     key = session_key(request)
     StopFlag(key).set()
+    MODELS.release(key, all_runs=True)
     (SESSIONS / key / "clasp-trace.jsonl").unlink(missing_ok=True)
 
 
@@ -175,8 +191,13 @@ def auto_note(view, device: str) -> str:
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
         strategy="clasp", history=None, request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
+    MODELS.release(session_key(request))     # this run left the queue (see `queued`)
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
+    try:
+        MODELS.policy.check(default_spec(model, DEFAULT_SPEC))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
@@ -194,6 +215,14 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
             yield {V[name]: value for name, value in out.items()}
     finally:
         _running.discard(key)
+
+
+def queued(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
+           strategy="clasp", history=None, request: gr.Request = None):
+    """A run joined the queue (Gradio calls this validator before queueing; run's own parameters, else
+    no request): the model it asks for stays loaded until the run starts, whatever others load meanwhile."""
+    MODELS.want(session_key(request), default_spec(model, DEFAULT_SPEC), ARGS.device)
+    return [gr.validate(True, "")] * 13          # one verdict per input of run: all pass
 
 
 def decode_seconds(prompt, model, cfg, key, history) -> int:
@@ -391,8 +420,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
         outputs = shown + [status, download, run_state, num_skip, history]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
                   history]
-        run_btn.click(run, inputs, outputs, api_name="run")
-        prompt.submit(run, inputs, outputs, api_name=False)
+        run_btn.click(run, inputs, outputs, api_name="run", validator=queued)
+        prompt.submit(run, inputs, outputs, api_name=False, validator=queued)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]
@@ -409,12 +438,11 @@ def build(default_model: str | None = None) -> gr.Blocks:
 
 
 def model_field(default_model: str | None) -> gr.Dropdown:
-    """The presets that suit this device, plus any local dir, .gguf or Hub id typed in."""
-    device = resolve_device(ARGS.device).type
-    choices = [(p.label, p.id) for p in presets_for(device, embedded=embedded_installed() and not ON_SPACES)]
+    """The presets that suit this device and the ids the host allows; locally also any local dir, .gguf
+    or Hub id typed in (on a Space what is typed is checked against the allow-list on run)."""
+    choices = [(p.label, p.id) for p in offered_presets(ARGS.device)] + [(m, m) for m in MODELS.policy.extra]
     return gr.Dropdown(choices, value=default_model or DEFAULT_SPEC, label="model", allow_custom_value=True,
-                       info="a preset, or type a local dir, a .gguf file or a Hugging Face Hub id "
-                            "(downloaded into the HF cache once)", elem_id="model")
+                       info=MODELS.policy.info(), elem_id="model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -426,6 +454,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="default model: local dir, .gguf or Hugging Face Hub id "
                                                   "(default: embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--allow-models", default=None, metavar="IDS",
+                    help="models visitors may load besides the presets: '*' or a comma list of ids and globs "
+                         "(default: $CLASP_ALLOW_MODELS; unset: anything locally, the presets only on a Space)")
     return ap.parse_args(argv)
 
 
@@ -446,6 +477,8 @@ def install_embedded() -> None:
 def main(argv=None) -> None:
     global ARGS
     ARGS = parse_args(argv)
+    MODELS.policy = model_policy(ARGS)
+    MODELS.resident.add(ARGS.model or DEFAULT_SPEC)
     if (ARGS.model or DEFAULT_SPEC) == "default" and not embedded_installed():
         install_embedded()
     host, port = serve_address(ARGS)
