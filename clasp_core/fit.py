@@ -80,7 +80,8 @@ class Need:
 
     def describe(self, dtype: torch.dtype) -> str:
         kv = f", KV cache for {self.tokens} tokens {gb(self.kv)}" if self.tokens else ""
-        return f"~{gb(self.total)} in {str(dtype).replace('torch.', '')} (weights {gb(self.weights)}{kv})"
+        return (f"~{gb(self.total)} in {str(dtype).replace('torch.', '')} (weights {gb(self.weights)}{kv}, "
+                f"working room {gb(self.room)})")
 
 
 def loaded_bytes(model: torch.nn.Module, extra: object = None) -> int:

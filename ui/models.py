@@ -94,14 +94,15 @@ class Policy:
         return f"the models this Space offers (the host can allow more with {ALLOW_ENV})"
 
 
+def model_bytes(lm: LoadedModel) -> int:
+    """Memory a loaded model holds: weights, and its runner's KV cache and packed copies once it has run."""
+    return loaded_bytes(lm.model, getattr(lm, "_runner", None))
+
+
 @dataclass
 class Entry:
     model: LoadedModel
     used: float = field(default_factory=time.monotonic)
-
-    @property
-    def bytes(self) -> int:
-        return loaded_bytes(self.model.model, getattr(self.model, "_runner", None))
 
 
 class ModelCache:
@@ -111,7 +112,8 @@ class ModelCache:
     ``models`` maps key to LoadedModel (what the app reads); one load at a time."""
 
     def __init__(self, policy: Policy | None = None, loader: Callable[..., LoadedModel] = load_model,
-                 resident: tuple[str, ...] = ("default",), guard: Callable[[], Guard] | None = None):
+                 resident: tuple[str, ...] = ("default",), guard: Callable[..., Guard] | None = None,
+                 measure: Callable[[LoadedModel], int] = model_bytes):
         self.policy = policy or Policy()
         self.loader = loader
         self.resident = set(resident)
@@ -124,6 +126,7 @@ class ModelCache:
         self.lock = threading.Lock()                              # one load at a time
         self.book = threading.Lock()                              # guards wanted/sessions/models
         self.make_guard = guard or self.default_guard
+        self.measure = measure
 
     # ---- runs say which model they want ------------------------------------------------------
     def want(self, session: str, spec: str, device: str) -> None:
@@ -176,17 +179,19 @@ class ModelCache:
         return self.models[key]
 
     def evictable(self, keep: tuple[str, str] | None = None) -> list[tuple[str, str]]:
-        """Loaded models that may go, least recently used first: not resident, not wanted by a run."""
+        """Loaded models that may go, least recently used first: not resident, not wanted by a queued run,
+        on the device of ``keep`` (the model about to load). A running run's model is never among them:
+        runs and loads take turns (one run at a time), and a run's own load keeps its model."""
         with self.book:
-            keys = [k for k in self.entries if k[0] not in self.resident and not self.wanted[k] and k != keep]
+            keys = [k for k in self.entries if k[0] not in self.resident and not self.wanted[k] and k != keep
+                    and (keep is None or k[1] == keep[1])]
         return sorted(keys, key=lambda k: self.entries[k].used)
 
     def reclaimable(self, keep=None) -> int:
-        return sum(self.entries[k].bytes for k in self.evictable(keep))
+        return sum(self.measure(self.models[k]) for k in self.evictable(keep))
 
-    def make_room(self, need: int, device: str, keep=None, free: Callable[[], int] | None = None) -> None:
+    def make_room(self, need: int, free: Callable[[], int], keep=None) -> None:
         """Evict least recently used models until ``need`` bytes are free (or none is left to evict)."""
-        free = free or (lambda: self.make_guard(keep).free_memory(resolve_device(device)))
         for key in self.evictable(keep):
             if free() >= need:
                 return
@@ -211,6 +216,5 @@ class ModelCache:
             raise ValueError(f"{DOWNLOAD_ENV}={cap!r} is not a number of GB") from None
         guard = Guard(tokens=RUN_TOKENS, max_download=cap_bytes, download_setting=DOWNLOAD_ENV)
         guard.reclaimable = lambda: self.reclaimable(keep=key)
-        guard.make_room = lambda need: self.make_room(need, key[1], keep=key,
-                                                      free=lambda: guard.free_memory(resolve_device(key[1])))
+        guard.make_room = lambda need: self.make_room(need, lambda: guard.free_memory(resolve_device(key[1])), key)
         return guard
