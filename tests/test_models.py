@@ -16,6 +16,7 @@ from clasp_core import fit
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from tests.conftest import tiny_llama
+from tests.test_loading import tiny_dir  # noqa: F401 - a fixture
 from ui.models import ModelCache, Policy
 
 PRESETS = ("default", "HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -103,13 +104,12 @@ BIG_FILES = {f"model-{i:05d}-of-00030.safetensors": 4_700_000_000 for i in range
 
 @pytest.fixture
 def online_hub(monkeypatch, tmp_path):
-    """The Hub as the loader sees it, answered by fakes: model_info from a table, no download ever."""
+    """The Hub as the loader sees it, answered by fakes: model_info from a table, snapshots from the
+    local cache (tmp_path/hub) only, never a download."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-
-    def no_download(*a, **k):
-        raise AssertionError("a download was started")
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    snapshot = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: snapshot(*a, **{**k, "local_files_only": True}))
 
     def serve(repos):
         monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_model_info(repos))
@@ -285,3 +285,56 @@ def test_a_run_that_waits_for_another_load_says_so():
     waiter.join(30)
     assert said[0] == "Waiting: a is loading for another run; this run starts after it…"
     assert set(cache.models) == {("a", "cpu"), ("default", "cpu")}
+
+
+# ---- through the page: two visitors -----------------------------------------------------------
+@pytest.mark.integration
+def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_dir, huge_dir, online_hub,
+                                                                   monkeypatch, tmp_path):
+    """On a Space that allows org/*: refusals reach the visitor and the default serves the next run;
+    then visitor B alternates with A's default runs queued behind B's: the default never reloads."""
+    import app
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from tests.conftest import named
+    from tests.test_loading import hub_cache
+
+    hub_cache(tmp_path, "org/tiny-llama", sorted(tiny_dir.iterdir()), rev="abc123")
+    tiny_files = {f.name: f.stat().st_size for f in tiny_dir.iterdir()}
+    online_hub({"org/tiny-llama": ("abc123", tiny_files, None), "org/big-70b": ("abc123", BIG_FILES, None)})
+    monkeypatch.setenv("CLASP_MAX_DOWNLOAD_GB", "20")
+    monkeypatch.setattr(fit, "free_memory", lambda device: 14e9)
+    monkeypatch.setattr(app.MODELS, "policy", Policy(on_space=True, allow=("org/*", str(huge_dir)),
+                                                     offered=app.MODELS.policy.offered))
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+
+    def run(client, model, M=8):
+        return client.submit("Say hi.", model, M, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
+
+    def done(job, model_name):
+        out = named(job.result(timeout=300))
+        assert out["status"].startswith("Done.") and model_name in out["status"], out["status"]
+        return [str(named(o)["status"]) for o in job.outputs()]
+
+    default = "SmolLM2-135M-Instruct (embedded"
+    done(run(a, ""), default)
+    key = ("default", app.ARGS.device)
+    loads = app.MODELS.loads[key]
+    for model, said in [("other/model", "Model 'other/model' is not offered on this Space"),
+                        ("org/big-70b", r"Not downloaded: org/big-70b is 141\.0 GB .* cap of 20\.0 GB "
+                                        r"\(CLASP_MAX_DOWNLOAD_GB\)"),
+                        (str(huge_dir), r"Not loaded: llama-70b-shaped needs ~313\.1 GB .* 14\.0 GB of RAM free")]:
+        with pytest.raises(AppError, match=said):
+            run(b, model, M=1).result(timeout=300)
+        done(run(a, ""), default)                       # the default still serves the next run
+
+    for _ in range(2):                                  # B on another model, A's default run queued behind it
+        job_b = run(b, "org/tiny-llama", M=1)
+        job_a = run(a, "")
+        done(job_b, "org/tiny-llama · L = 3")
+        statuses = done(job_a, default)
+        assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
+    assert app.MODELS.loads[key] == loads                                  # never reloaded
+    assert app.MODELS.loads[("org/tiny-llama", app.ARGS.device)] == 1       # kept in the LRU, memory allowing
+    assert not app.MODELS.wanted                                            # every queued run was let go
