@@ -287,7 +287,7 @@ def m_slider(num_layers: int):
 
 def page_opened():
     """The M slider's range for the model in memory (else the default model's), from the first view."""
-    lm = next(iter(_models.values()), None)
+    lm = _models.get((default_spec(ARGS.model, DEFAULT_SPEC), ARGS.device)) or next(iter(_models.values()), None)
     return m_slider(lm.num_layers if lm is not None else DEFAULT_LAYERS)
 
 
