@@ -68,6 +68,7 @@ class Need:
     weights: int
     kv: int = 0
     tokens: int = 0                  # the run length the KV cache is sized for
+    copy: int = 0                    # the runner's packed CPU copy of the weights (clasp_core.packed)
 
     @property
     def room(self) -> int:
@@ -76,12 +77,25 @@ class Need:
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.room
+        return self.weights + self.kv + self.copy + self.room
 
     def describe(self, dtype: torch.dtype) -> str:
         kv = f", KV cache for {self.tokens} tokens {gb(self.kv)}" if self.tokens else ""
-        return (f"~{gb(self.total)} in {str(dtype).replace('torch.', '')} (weights {gb(self.weights)}{kv}, "
+        copy = f", packed CPU copy {gb(self.copy)}" if self.copy else ""
+        return (f"~{gb(self.total)} in {str(dtype).replace('torch.', '')} (weights {gb(self.weights)}{kv}{copy}, "
                 f"working room {gb(self.room)})")
+
+
+def packed_copy(weights: int, device: torch.device) -> int:
+    """The bytes of the CPU runner's second copy of the weights: it makes one when the weights take at
+    most a quarter of the RAM (``clasp_core.packed.want_packed``, the same rule)."""
+    if device.type != "cpu" or os.environ.get("CLASP_CPU_PACKED", "1") == "0":
+        return 0
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+    return weights if weights <= ram // 4 else 0
 
 
 def loaded_bytes(model: torch.nn.Module, extra: object = None) -> int:
@@ -221,8 +235,9 @@ class Guard:
     def before_load(self, name: str, directory: str, config, device: torch.device, dtype: torch.dtype) -> None:
         """Refuse a load that would not fit in free memory; else make the room and return."""
         tokens = min(self.tokens, getattr(config, "max_position_embeddings", None) or self.tokens)
-        need = Need(weights=parameter_count(directory) * dtype.itemsize,
-                    kv=kv_cache_bytes(config, tokens, dtype), tokens=tokens)
+        weights = parameter_count(directory) * dtype.itemsize
+        need = Need(weights=weights, kv=kv_cache_bytes(config, tokens, dtype), tokens=tokens,
+                    copy=packed_copy(weights, device))
         self.check_memory(name, need, device, dtype)
         self.make_room(need.total)
 

@@ -83,6 +83,15 @@ def test_load_refused_by_memory_before_any_weight_is_read(huge_dir):
             "llama-70b-shaped", str(huge_dir), SimpleNamespace(**LLAMA_70B), torch.device("cuda"), torch.float16)
 
 
+def test_a_small_model_on_a_cpu_counts_the_runners_packed_copy(monkeypatch):
+    cpu = torch.device("cpu")
+    assert fit.packed_copy(500_000_000, cpu) == 500_000_000         # as clasp_core.packed.want_packed decides
+    assert fit.packed_copy(500_000_000, torch.device("cuda")) == 0
+    monkeypatch.setenv("CLASP_CPU_PACKED", "0")
+    assert fit.packed_copy(500_000_000, cpu) == 0
+    assert "packed CPU copy 0.50 GB" in fit.Need(weights=500_000_000, copy=500_000_000).describe(torch.float32)
+
+
 # ---- downloads, sized from faked Hub metadata ----------------------------------------------
 def fake_model_info(repos: dict):
     """HfApi.model_info for the repos given as {id: (sha, {file: bytes}, parameters or None)}."""
@@ -181,6 +190,27 @@ def test_locally_the_field_takes_anything(monkeypatch):
     local = Policy.from_env(None, PRESETS)
     assert local.free_text and local.allows("~/models/my-llama") and local.allows("org/anything")
     assert "local dir" in local.info()
+
+
+def test_the_space_field_offers_presets_and_named_ids(monkeypatch):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("SPACE_ID", "someone/clasp")
+    monkeypatch.delenv("CLASP_ALLOW_MODELS", raising=False)
+    args = app.parse_args(["--allow-models", "org/exact,Qwen/*"])
+    monkeypatch.setattr(app.MODELS, "policy", app.model_policy(args))
+    with gr.Blocks():
+        field = app.model_field(None)
+    values = [v for _, v in field.choices]
+    assert values[-1] == "org/exact" and "Qwen/*" not in values
+    assert "org/exact, Qwen/*" in field.info and app.MODELS.policy.setting == "--allow-models"
+    monkeypatch.setattr(app.MODELS, "policy", app.model_policy(app.parse_args([])))
+    with gr.Blocks():
+        field = app.model_field(None)
+    assert [v for _, v in field.choices] == [p.id for p in app.offered_presets(app.ARGS.device)]
+    assert "CLASP_ALLOW_MODELS" in field.info
 
 
 # ---- sharing: the default stays, others in an LRU bounded by memory ---------------------------
