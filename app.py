@@ -167,7 +167,6 @@ def end_session(request: gr.Request = None):
     """The visitor left: stop their run and delete their trace."""
     key = session_key(request)
     StopFlag(key).set()
-    MODELS.release(key, all_runs=True)
     (SESSIONS / key / "clasp-trace.jsonl").unlink(missing_ok=True)
 
 
@@ -191,7 +190,6 @@ def auto_note(view, device: str) -> str:
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
         strategy="clasp", history=None, request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
-    MODELS.release(session_key(request))     # this run left the queue (see `queued`)
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
     try:
@@ -217,12 +215,17 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
         _running.discard(key)
 
 
-def queued(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
-           strategy="clasp", history=None, request: gr.Request = None):
-    """A run joined the queue (Gradio calls this validator before queueing; run's own parameters, else
-    no request): the model it asks for stays loaded until the run starts, whatever others load meanwhile."""
-    MODELS.want(session_key(request), default_spec(model, DEFAULT_SPEC), ARGS.device)
-    return [gr.validate(True, "")] * 13          # one verdict per input of run: all pass
+def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
+    """The models that the runs waiting in the page's queue ask for, read from Gradio's queue: its
+    internals as gradio 6.31 (pinned in requirements.txt) holds them; anything else reads as empty."""
+    fn_run = {id(run)}
+    keys = []
+    for events in list(getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).values()):
+        for event in list(events.queue):
+            data = getattr(getattr(event, "data", None), "data", None)
+            if id(getattr(event.fn, "fn", None)) in fn_run and data and len(data) > 1:
+                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), ARGS.device))
+    return keys
 
 
 def decode_seconds(prompt, model, cfg, key, history) -> int:
@@ -420,8 +423,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
         outputs = shown + [status, download, run_state, num_skip, history]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
                   history]
-        run_btn.click(run, inputs, outputs, api_name="run", validator=queued)
-        prompt.submit(run, inputs, outputs, api_name=False, validator=queued)
+        run_btn.click(run, inputs, outputs, api_name="run")
+        prompt.submit(run, inputs, outputs, api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
         upload.upload(load_trace, upload, shown + [status, download, run_state], api_name="replay")
         stepped = [V[name] for name in STEPPED]
@@ -434,6 +437,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         demo.load(page_opened, None, num_skip, api_name=False)
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
+    MODELS.queued = lambda: queued_models(demo)     # a load never evicts a model a waiting run asked for
     return demo
 
 

@@ -254,7 +254,8 @@ def serves(cache: ModelCache, spec="default") -> bool:
 
 def test_lru_bounded_by_memory_keeps_the_default_and_what_queued_runs_want():
     m = FakeMachine(ram=10e9, sizes={"default": 1e9, "a": 3e9, "b": 3e9, "c": 3e9, "huge": 20e9})
-    cache = m.build()
+    queue = []                                        # the models of the runs waiting in the page's queue
+    cache = m.build(queued=lambda: queue)
     cache.get("default", "cpu")
     cache.get("a", "cpu")
     cache.get("b", "cpu")                             # 1 + 3.3 + 3.3 fit in 10: nothing evicted
@@ -263,12 +264,11 @@ def test_lru_bounded_by_memory_keeps_the_default_and_what_queued_runs_want():
     cache.get("c", "cpu")
     assert set(k for k, _ in cache.models) == {"default", "a", "c"}
 
-    cache.want("visitor-1", "a", "cpu")               # a run on a is queued
-    cache.want("visitor-1", "c", "cpu")               # and then one on c
+    queue += [("a", "cpu"), ("c", "cpu")]             # a run on a is queued, then one on c
     with pytest.raises(ValueError, match=r"^Not loaded: b needs ~3\.3 GB .* 3\.0 GB of RAM free: pick a smaller"):
         cache.get("b", "cpu")                         # only a or c could make room, and runs wait for them
     assert set(k for k, _ in cache.models) == {"default", "a", "c"}
-    cache.release("visitor-1")                        # the run on a started: c is still wanted
+    queue.remove(("a", "cpu"))                        # the run on a started (and ended): c is still wanted
     cache.get("b", "cpu")
     assert set(k for k, _ in cache.models) == {"default", "b", "c"}
 
@@ -276,8 +276,7 @@ def test_lru_bounded_by_memory_keeps_the_default_and_what_queued_runs_want():
                                          r"models it may evict\)"):
         cache.get("huge", "cpu")                      # refused without evicting anything
     assert set(k for k, _ in cache.models) == {"default", "b", "c"}
-    cache.release("visitor-1", all_runs=True)
-    assert not cache.wanted and not cache.sessions
+    queue.clear()
     assert serves(cache) and cache.loads[("default", "cpu")] == 1
 
 
@@ -367,4 +366,17 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
         assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
     assert app.MODELS.loads[key] == loads                                  # never reloaded
     assert app.MODELS.loads[("org/tiny-llama", app.ARGS.device)] == 1       # kept in the LRU, memory allowing
-    assert not app.MODELS.wanted                                            # every queued run was let go
+
+
+
+def test_the_models_of_waiting_runs_are_read_from_the_pages_queue():
+    """app.queued_models reads Gradio's queue as gradio 6.31 holds it: per concurrency id, the events
+    waiting, each with its function and its raw inputs (model second)."""
+    import app
+
+    def event(fn, *inputs):
+        return SimpleNamespace(fn=SimpleNamespace(fn=fn), data=SimpleNamespace(data=list(inputs)))
+    demo = SimpleNamespace(_queue=SimpleNamespace(event_queue_per_concurrency_id={"1": SimpleNamespace(queue=[
+        event(app.run, "Hi", "org/tiny-llama", 8), event(app.run, "Hi", "", 8), event(app.stop)])}))
+    assert app.queued_models(demo) == [("org/tiny-llama", app.ARGS.device), (app.DEFAULT_SPEC, app.ARGS.device)]
+    assert app.queued_models(SimpleNamespace()) == []          # no queue (yet): nothing is protected

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -107,45 +107,27 @@ class Entry:
 
 class ModelCache:
     """Loaded models by (spec, device): the resident ones stay, the others are evicted least recently
-    used first, and only when a load needs their memory and no queued run wants them.
+    used first, and only when a load needs their memory and no queued run wants them (``queued``
+    says which models the waiting runs asked for).
 
     ``models`` maps key to LoadedModel (what the app reads); one load at a time."""
 
     def __init__(self, policy: Policy | None = None, loader: Callable[..., LoadedModel] = load_model,
                  resident: tuple[str, ...] = ("default",), guard: Callable[..., Guard] | None = None,
-                 measure: Callable[[LoadedModel], int] = model_bytes):
+                 measure: Callable[[LoadedModel], int] = model_bytes,
+                 queued: Callable[[], Iterable[tuple[str, str]]] = tuple):
         self.policy = policy or Policy()
         self.loader = loader
         self.resident = set(resident)
         self.models: dict[tuple[str, str], LoadedModel] = {}
         self.entries: dict[tuple[str, str], Entry] = {}
-        self.wanted: Counter = Counter()                          # key -> runs queued or running on it
-        self.sessions: dict[str, list[tuple[str, str]]] = {}      # session -> the keys its runs want
+        self.queued = queued                                      # the keys of the runs waiting their turn
         self.loading: str | None = None                           # the spec being loaded now
         self.loads: Counter = Counter()                           # key -> times loaded (tests, logs)
         self.lock = threading.Lock()                              # one load at a time
-        self.book = threading.Lock()                              # guards wanted/sessions/models
+        self.book = threading.Lock()                              # guards models/entries
         self.make_guard = guard or self.default_guard
         self.measure = measure
-
-    # ---- runs say which model they want ------------------------------------------------------
-    def want(self, session: str, spec: str, device: str) -> None:
-        """A run was queued on this model: it must not be evicted until the run ends."""
-        with self.book:
-            self.wanted[(spec, device)] += 1
-            self.sessions.setdefault(session, []).append((spec, device))
-
-    def release(self, session: str, all_runs: bool = False) -> None:
-        """A run of this session ended (or, with all_runs, the session did)."""
-        with self.book:
-            keys = self.sessions.get(session, [])
-            for key in (list(keys) if all_runs else keys[:1]):
-                keys.remove(key)
-                self.wanted[key] -= 1
-                if self.wanted[key] <= 0:
-                    del self.wanted[key]
-            if not keys:
-                self.sessions.pop(session, None)
 
     # ---- loading -----------------------------------------------------------------------------
     def get(self, spec: str, device: str, progress: Callable[[str], None] | None = None,
@@ -182,8 +164,9 @@ class ModelCache:
         """Loaded models that may go, least recently used first: not resident, not wanted by a queued run,
         on the device of ``keep`` (the model about to load). A running run's model is never among them:
         runs and loads take turns (one run at a time), and a run's own load keeps its model."""
+        wanted = set(self.queued())
         with self.book:
-            keys = [k for k in self.entries if k[0] not in self.resident and not self.wanted[k] and k != keep
+            keys = [k for k in self.entries if k[0] not in self.resident and k not in wanted and k != keep
                     and (keep is None or k[1] == keep[1])]
         return sorted(keys, key=lambda k: self.entries[k].used)
 
