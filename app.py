@@ -32,7 +32,7 @@ import gradio as gr
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
+from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
 from ui import replay
@@ -40,6 +40,7 @@ from ui.auto_view import auto_summary
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
 from ui.live import Pacer, batches, start_engine
+from ui.models import ModelCache, Policy, default_spec
 from ui.state import RunState
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
@@ -55,22 +56,36 @@ GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks f
 SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
 atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
-_models: dict[tuple[str, str], object] = {}
-_models_lock = threading.Lock()        # one load at a time; visitors share the model in memory
-ARGS = argparse.Namespace(model=None, device="auto")
+ARGS = argparse.Namespace(model=None, device="auto", allow_models=None)
+# ui.models: the host's allow-list, size and memory checks before a fetch or a load, the default model
+# resident and others in an LRU bounded by free memory; one load at a time, visitors share the models
+MODELS = ModelCache(resident=(DEFAULT_SPEC,))
+_models = MODELS.models                # loaded models by (spec, device)
 
 
 def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
-    key = ((spec or "").strip() or DEFAULT_SPEC, device)
-    with _models_lock:
-        if key not in _models:
-            lm = load_model(key[0], device=device, progress=progress)
-            # one short warm-up of each loop, so the first measured run is not paying for it
-            for method in ("clasp", "vanilla") if warm else ():
-                list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
-            _models.clear()                # keep one model in memory
-            _models[key] = lm
-        return _models[key]
+    return MODELS.get(default_spec(spec, DEFAULT_SPEC), device, progress, prepare=warm_up if warm else None)
+
+
+def warm_up(lm) -> None:
+    """One short run of each loop, so the first measured run is not paying for it."""
+    for method in ("clasp", "vanilla"):
+        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+
+
+def offered_presets(device: str) -> list:
+    """The presets that suit this device (the embedded one only where installed, never on a Space)."""
+    return presets_for(resolve_device(device).type, embedded=embedded_installed() and not ON_SPACES)
+
+
+def model_policy(args: argparse.Namespace) -> Policy:
+    """Which models load: the presets and the host's default, and what CLASP_ALLOW_MODELS or
+    --allow-models adds (locally, unless set, anything)."""
+    offered = [p.id for p in offered_presets(args.device)] + [DEFAULT_SPEC] + ([args.model] if args.model else [])
+    return Policy.from_env(args.allow_models, tuple(dict.fromkeys(offered)))
+
+
+MODELS.policy = model_policy(ARGS)
 
 
 class Loading:
@@ -167,6 +182,10 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
+    try:
+        MODELS.policy.check(default_spec(model, DEFAULT_SPEC))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
@@ -198,6 +217,19 @@ def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, se
             if V["status"] in out:
                 out[V["status"]] = f"Run all five ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
             yield out
+
+
+def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
+    """The models that the runs waiting in the page's queue ask for, read from Gradio's queue: its
+    internals as gradio 6.31 (pinned in requirements.txt) holds them; anything else reads as empty."""
+    fn_run = {id(run), id(run_all)}
+    keys = []
+    for events in list(getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).values()):
+        for event in list(events.queue):
+            data = getattr(getattr(event, "data", None), "data", None)
+            if id(getattr(event.fn, "fn", None)) in fn_run and data and len(data) > 1:
+                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), ARGS.device))
+    return keys
 
 
 def decode_seconds(prompt, model, cfg, key, history) -> int:
@@ -262,7 +294,7 @@ def m_slider(num_layers: int):
 
 def page_opened():
     """The M slider's range for the model in memory (else the default model's), from the first view."""
-    lm = next(iter(_models.values()), None)
+    lm = _models.get((default_spec(ARGS.model, DEFAULT_SPEC), ARGS.device)) or next(iter(_models.values()), None)
     return m_slider(lm.num_layers if lm is not None else DEFAULT_LAYERS)
 
 
@@ -425,16 +457,16 @@ def build(default_model: str | None = None) -> gr.Blocks:
         demo.load(page_opened, None, num_skip, api_name=False)
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
+    MODELS.queued = lambda: queued_models(demo)     # a load never evicts a model a waiting run asked for
     return demo
 
 
 def model_field(default_model: str | None) -> gr.Dropdown:
-    """The presets that suit this device, plus any local dir, .gguf or Hub id typed in."""
-    device = resolve_device(ARGS.device).type
-    choices = [(p.label, p.id) for p in presets_for(device, embedded=embedded_installed() and not ON_SPACES)]
+    """The presets that suit this device and the ids the host allows; locally also any local dir, .gguf
+    or Hub id typed in (on a Space what is typed is checked against the allow-list on run)."""
+    choices = [(p.label, p.id) for p in offered_presets(ARGS.device)] + [(m, m) for m in MODELS.policy.extra]
     return gr.Dropdown(choices, value=default_model or DEFAULT_SPEC, label="model", allow_custom_value=True,
-                       info="a preset, or type a local dir, a .gguf file or a Hugging Face Hub id "
-                            "(downloaded into the HF cache once)", elem_id="model")
+                       info=MODELS.policy.info(), elem_id="model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -446,6 +478,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="default model: local dir, .gguf or Hugging Face Hub id "
                                                   "(default: embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--allow-models", default=None, metavar="IDS",
+                    help="models visitors may load besides the presets: '*' or a comma list of ids and globs "
+                         "(default: $CLASP_ALLOW_MODELS; unset: anything locally, the presets only on a Space)")
     return ap.parse_args(argv)
 
 
@@ -466,6 +501,8 @@ def install_embedded() -> None:
 def main(argv=None) -> None:
     global ARGS
     ARGS = parse_args(argv)
+    MODELS.policy = model_policy(ARGS)
+    MODELS.resident.add(ARGS.model or DEFAULT_SPEC)
     if (ARGS.model or DEFAULT_SPEC) == "default" and not embedded_installed():
         install_embedded()
     host, port = serve_address(ARGS)

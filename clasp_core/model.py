@@ -170,8 +170,9 @@ def _gguf_to_safetensors(gguf: Path, progress: Progress | None) -> Path:
     return out
 
 
-def _resolve_source(spec: str | None, progress: Progress | None) -> tuple[str, str]:
-    """(local directory to load, display name); a Hub id is fetched into the Hugging Face cache first."""
+def _resolve_source(spec: str | None, progress: Progress | None, before_fetch=None) -> tuple[str, str]:
+    """(local directory to load, display name); a Hub id is fetched into the Hugging Face cache first
+    (``before_fetch(repo_id)`` may refuse it first)."""
     if spec is None or spec.strip() == "" or spec.strip().lower() == "default":
         return str(embedded_dir(progress)), DEFAULT_NAME
     spec = os.path.expanduser(spec.strip())
@@ -186,6 +187,8 @@ def _resolve_source(spec: str | None, progress: Progress | None) -> tuple[str, s
         return str(p), p.name
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ValueError(f"model path not found: {spec}")
+    if before_fetch is not None:
+        before_fetch(spec)
     return hub_snapshot(spec, progress), spec
 
 
@@ -240,18 +243,28 @@ def download_bar(repo_id: str, progress: Progress | None):
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto",
-               progress: Progress | None = None) -> LoadedModel:
-    """Load a supported causal LM for CLaSp. Raises ValueError with a clear message on bad input."""
+               progress: Progress | None = None, guard=None) -> LoadedModel:
+    """Load a supported causal LM for CLaSp. Raises ValueError with a clear message on bad input.
+
+    ``guard`` (a ``clasp_core.fit.Guard``) may refuse a Hub download before it starts and the load
+    before any weight is read: an app open to the public sets one, scripts need none."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    source, name = _resolve_source(spec, progress)   # a local directory from here on
+    before_fetch = None
+    if guard is not None:
+        from huggingface_hub import constants
+        before_fetch = lambda repo_id: guard.before_download(  # noqa: E731
+            repo_id, HUB_FILES, HUB_SKIP, constants.HF_HUB_CACHE, dev, dt)
+    source, name = _resolve_source(spec, progress, before_fetch)   # a local directory from here on
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"could not read the config of {name}: {type(e).__name__}: {e}") from None
     check_architecture(config)
+    if guard is not None:
+        guard.before_load(name, source, config, dev, dt)
     _say(progress, f"Loading {name} on {dev} as {str(dt).replace('torch.', '')}…")
     load_in_this_thread()
     # straight onto the device, no full CPU copy first; CLASP_DEVICE_MAP=auto spreads over several GPUs

@@ -24,10 +24,13 @@ def test_download_line_says_size_total_and_speed():
 def test_presets_suit_the_device():
     cpu = [p.id for p in presets_for("cpu")]
     gpu = [p.id for p in presets_for("cuda")]
-    assert cpu == ["default", SMOLLM2_HUB]
-    assert gpu[:2] == cpu and {"meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct"} <= set(gpu)
+    assert cpu == ["default", SMOLLM2_HUB, "HuggingFaceTB/SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct"]
+    assert gpu[:4] == cpu and {"meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-7B-Instruct"} <= set(gpu)
     assert [p.id for p in presets_for("cuda", embedded=False)] == gpu[1:]
     assert all(p.label for p in PRESETS)
+    for p in PRESETS[1:]:                       # Hub presets say their size; CPU ones their speed, as measured or not
+        assert p.layers and p.download_gb and f"{p.layers} layers" in p.label or p.id == SMOLLM2_HUB
+        assert p.gpu_only or p.id == SMOLLM2_HUB or "(estimate)" in p.label or "(measured" in p.label
 
 
 def test_missing_embedded_package_is_a_clear_error_and_installs_nothing(monkeypatch):

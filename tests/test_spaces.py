@@ -33,7 +33,7 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
     port = free_port()
     env = {**os.environ, "SPACE_ID": "tests/clasp-visualizer", "GRADIO_SERVER_NAME": "0.0.0.0",
            "GRADIO_SERVER_PORT": str(port), "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", "CLASP_ALLOW_MODELS": "org/*"}
     env.pop("HF_HUB_CACHE", None)
     log = open(tmp_path / "app.log", "w+")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -64,6 +64,11 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
         assert any(str(st).startswith("Loading org/tiny-llama on cpu") for st in statuses), statuses
         with pytest.raises(AppError, match="'org/absent' not found in the local Hugging Face cache.*HF_HUB_OFFLINE"):
             run("org/absent", M=1).result(timeout=300)     # (the M slider now knows L = 3)
+        # the host allowed org/* (CLASP_ALLOW_MODELS): anything else is refused, the setting named
+        with pytest.raises(AppError, match=r"Model 'other/model' is not offered on this Space: pick one of "
+                                           r"HuggingFaceTB/SmolLM2-135M-Instruct, .* The host allows these with "
+                                           r"CLASP_ALLOW_MODELS: org/\*\."):
+            run("other/model", M=1).result(timeout=300)
     finally:
         proc.send_signal(signal.SIGINT)               # as Ctrl-C: the app exits and removes its files
         try:

@@ -1,0 +1,203 @@
+"""Which models the app loads, and how visitors share them.
+
+On a public Space any visitor can type into the model field, so the host decides what loads
+(``Policy``), and nothing is fetched or loaded that cannot fit (``clasp_core.fit.Guard``): a 70B
+download would fill the disk, an 8B load in float32 on a 16 GB machine ends with the kernel
+killing the app and every visitor's run. ``ModelCache`` keeps the default model resident and
+other models in a small LRU bounded by free memory, not by count, and never evicts a model that
+a queued run is waiting for. No gradio here: the app turns the ValueErrors into page messages.
+"""
+from __future__ import annotations
+
+import fnmatch
+import gc
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from clasp_core.fit import GB, Guard, loaded_bytes
+from clasp_core.model import LoadedModel, load_model, resolve_device
+
+ALLOW_ENV = "CLASP_ALLOW_MODELS"
+DOWNLOAD_ENV = "CLASP_MAX_DOWNLOAD_GB"
+RUN_TOKENS = 4096          # the longest run a model is sized for: prompt + max new tokens (512), with margin
+
+
+def default_spec(spec: str | None, default: str) -> str:
+    """The model a run asks for: the field's text, or the default when it is empty."""
+    return (spec or "").strip() or default
+
+
+@dataclass
+class Policy:
+    """What the model field accepts.
+
+    Locally (no SPACE_ID) anything: a local dir, a .gguf, a Hub id. On a Space only the presets
+    and the host's default, unless the host allows more: ``CLASP_ALLOW_MODELS`` or
+    ``--allow-models`` is ``*`` or a comma list of ids and globs (``HuggingFaceTB/*``). A list set
+    locally applies there too."""
+    on_space: bool = False
+    allow: tuple[str, ...] | None = None        # None: not set
+    offered: tuple[str, ...] = ()               # presets of this device and the host's default model
+    setting: str = ALLOW_ENV
+
+    @classmethod
+    def from_env(cls, allow_flag: str | None = None, offered: tuple[str, ...] = ()) -> "Policy":
+        raw = allow_flag if allow_flag is not None else os.environ.get(ALLOW_ENV)
+        allow = None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
+        return cls(on_space=bool(os.environ.get("SPACE_ID")), allow=allow, offered=offered,
+                   setting="--allow-models" if allow_flag is not None else ALLOW_ENV)
+
+    @property
+    def free_text(self) -> bool:
+        """Whether the model field takes anything typed in (and whatever is allowed is checked on run)."""
+        return self.allow is None and not self.on_space or "*" in (self.allow or ()) or \
+            any(any(c in p for c in "*?[") for p in self.allow or ())
+
+    @property
+    def extra(self) -> list[str]:
+        """Ids the host allowed by name, offered in the field next to the presets."""
+        return [p for p in self.allow or () if not any(c in p for c in "*?[") and p not in self.offered]
+
+    def allows(self, spec: str) -> bool:
+        if spec in self.offered:
+            return True
+        if self.allow is None:
+            return not self.on_space
+        return any(fnmatch.fnmatchcase(spec, p) for p in self.allow)
+
+    def check(self, spec: str) -> None:
+        """Raise a ValueError that names the setting when ``spec`` is not allowed here."""
+        if self.allows(spec):
+            return
+        where = "this Space" if self.on_space else "this app"
+        shown = ", ".join(self.offered + tuple(self.extra))
+        if self.allow is None:
+            how = (f"The host can allow more with {self.setting} (a comma list of ids and globs, "
+                   f"e.g. {self.setting}='HuggingFaceTB/*', or '*' for any).")
+        else:
+            how = f"The host allows these with {self.setting}: {', '.join(self.allow) or '(none)'}."
+        raise ValueError(f"Model {spec!r} is not offered on {where}: pick one of {shown}. {how}")
+
+    def info(self) -> str:
+        """The model field's help line."""
+        if self.allow is None and not self.on_space:
+            return ("a preset, or type a local dir, a .gguf file or a Hugging Face Hub id "
+                    "(downloaded into the HF cache once)")
+        if self.free_text:
+            return f"a preset, or a Hub id the host allows ({', '.join(self.allow or ())})"
+        return f"the models this Space offers (the host can allow more with {ALLOW_ENV})"
+
+
+def model_bytes(lm: LoadedModel) -> int:
+    """Memory a loaded model holds: weights, and its runner's KV cache and packed copies once it has run."""
+    return loaded_bytes(lm.model, getattr(lm, "_runner", None))
+
+
+@dataclass
+class Entry:
+    model: LoadedModel
+    used: float = field(default_factory=time.monotonic)
+
+
+class ModelCache:
+    """Loaded models by (spec, device): the resident ones stay, the others are evicted least recently
+    used first, and only when a load needs their memory and no queued run wants them (``queued``
+    says which models the waiting runs asked for).
+
+    ``models`` maps key to LoadedModel (what the app reads); one load at a time."""
+
+    def __init__(self, policy: Policy | None = None, loader: Callable[..., LoadedModel] = load_model,
+                 resident: tuple[str, ...] = ("default",), guard: Callable[..., Guard] | None = None,
+                 measure: Callable[[LoadedModel], int] = model_bytes,
+                 queued: Callable[[], Iterable[tuple[str, str]]] = tuple):
+        self.policy = policy or Policy()
+        self.loader = loader
+        self.resident = set(resident)
+        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self.queued = queued                                      # the keys of the runs waiting their turn
+        self.loading: str | None = None                           # the spec being loaded now
+        self.loads: Counter = Counter()                           # key -> times loaded (tests, logs)
+        self.lock = threading.Lock()                              # one load at a time
+        self.book = threading.Lock()                              # guards models/entries
+        self.make_guard = guard or self.default_guard
+        self.measure = measure
+
+    # ---- loading -----------------------------------------------------------------------------
+    def get(self, spec: str, device: str, progress: Callable[[str], None] | None = None,
+            prepare: Callable[[LoadedModel], None] | None = None) -> LoadedModel:
+        """The model, loaded if need be; the allow-list, download and memory checks come first, and a
+        refusal leaves every loaded model as it was."""
+        key = (spec, device)
+        self.policy.check(spec)
+        if key in self.models:
+            return self._touch(key)
+        if self.loading is not None and progress is not None:
+            progress(f"Waiting: {self.loading} is loading for another run; this run starts after it…")
+        with self.lock:
+            if key in self.models:          # loaded by the run we waited for
+                return self._touch(key)
+            self.loading = spec
+            try:
+                lm = self.loader(spec, device=device, progress=progress, guard=self.make_guard(key))
+                if prepare is not None:
+                    prepare(lm)
+            finally:
+                self.loading = None
+            with self.book:
+                self.models[key] = lm
+                self.entries[key] = Entry(lm)
+                self.loads[key] += 1
+            return lm
+
+    def _touch(self, key) -> LoadedModel:
+        self.entries[key].used = time.monotonic()
+        return self.models[key]
+
+    def evictable(self, keep: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+        """Loaded models that may go, least recently used first: not resident, not wanted by a queued run,
+        on the device of ``keep`` (the model about to load). A running run's model is never among them:
+        runs and loads take turns (one run at a time), and a run's own load keeps its model."""
+        wanted = set(self.queued())
+        with self.book:
+            keys = [k for k in self.entries if k[0] not in self.resident and k not in wanted and k != keep
+                    and (keep is None or k[1] == keep[1])]
+        return sorted(keys, key=lambda k: self.entries[k].used)
+
+    def reclaimable(self, keep=None) -> int:
+        return sum(self.measure(self.models[k]) for k in self.evictable(keep))
+
+    def make_room(self, need: int, free: Callable[[], int], keep=None) -> None:
+        """Evict least recently used models until ``need`` bytes are free (or none is left to evict)."""
+        for key in self.evictable(keep):
+            if free() >= need:
+                return
+            self.evict(key)
+
+    def evict(self, key) -> None:
+        with self.book:
+            lm = self.models.pop(key, None)
+            self.entries.pop(key, None)
+        del lm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def default_guard(self, key) -> Guard:
+        """The limits for loading ``key``: the host's download cap, free disk, free memory counting
+        the models this load may evict."""
+        cap = os.environ.get(DOWNLOAD_ENV)
+        try:
+            cap_bytes = float(cap) * GB if cap else None
+        except ValueError:
+            raise ValueError(f"{DOWNLOAD_ENV}={cap!r} is not a number of GB") from None
+        guard = Guard(tokens=RUN_TOKENS, max_download=cap_bytes, download_setting=DOWNLOAD_ENV)
+        guard.reclaimable = lambda: self.reclaimable(keep=key)
+        guard.make_room = lambda need: self.make_room(need, lambda: guard.free_memory(resolve_device(key[1])), key)
+        return guard
