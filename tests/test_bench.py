@@ -152,6 +152,7 @@ def test_bench_end_to_end_on_the_embedded_model(tmp_path, capsys):
     assert [r["method"] for r in rows] == ["hf", "vanilla", "clasp", "auto"]
     assert all(r["token_ids"] == rows[0]["token_ids"] for r in rows)
     assert {"rounds", "drafted", "accepted", "tau", "dp_s"} <= set(rows[2]) and rows[2]["M"] == 8   # round(.25*30)
+    assert all(r["lossless"]["kind"] == "identical" and len(r["top_ids"]) == r["new_tokens"] for r in rows[1:])
     assert all(sum(r["accept_lengths"]) == r["new_tokens"] - (r["method"] != "hf") for r in rows)
     assert "lossless: identical 3/3 · ties 0 · errors 0" in capsys.readouterr().out
     assert sorted(p.name.rsplit("-", 1)[-1] for p in answers.iterdir()) == \

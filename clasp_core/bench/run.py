@@ -146,8 +146,14 @@ def main(argv=None) -> int:
     if a.answer_dir:
         for path in write_answers(rows, a.answer_dir, model_id(lm.name)):
             print(f"Spec-Bench answers: {path}", file=sys.stderr)
+    verdict = verdicts(rows, a.temperature)
+    if verdict:                     # each engine row also records where and why it left generate's tokens
+        with open(a.out, "w", encoding="utf-8") as f:
+            for row in rows:
+                d = verdict.get((row["question_id"], row["method"]))
+                write_jsonl(f, {**row, "lossless": d.to_dict()} if d else row)
     print(summarize(rows, a.temperature))
-    errors = [d for d in verdicts(rows, a.temperature).values() if d.kind == "error"]
+    errors = [d for d in verdict.values() if d.kind == "error"]
     if errors:
         print(f"{PROG}: {len(errors)} engine run(s) left transformers generate without a rounding tie: "
               f"a bug in the engine", file=sys.stderr)
