@@ -31,8 +31,8 @@ import gradio as gr
 
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device
+from clasp_core.metrics import default_num_skip, dtype_name
+from clasp_core.model import DEFAULT_PIP, embedded_installed, load_model, resolve_device, resolve_dtype
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
 from ui.compare import STRATEGIES, remember
@@ -53,16 +53,26 @@ GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks f
 SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
 atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
-_models: dict[tuple[str, str], object] = {}
+_models: dict[tuple[str, str, str], object] = {}     # by (spec, device, dtype)
 _models_lock = threading.Lock()        # one load at a time; visitors share the model in memory
 ARGS = argparse.Namespace(model=None, device="auto")
 
 
-def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
-    key = ((spec or "").strip() or DEFAULT_SPEC, device)
+def model_key(spec: str | None, device: str, dtype: str | None = "auto") -> tuple[str, str, str]:
+    """The model cache's key: the same weights in another dtype are another model."""
+    return ((spec or "").strip() or DEFAULT_SPEC, device, dtype_name(resolve_dtype(dtype, resolve_device(device))))
+
+
+def default_dtype() -> str:
+    """float32 on a CPU; the device's usual half precision (float16) on a GPU."""
+    return dtype_name(resolve_dtype("auto", resolve_device(ARGS.device)))
+
+
+def get_model(spec: str | None, device: str, progress=None, warm: bool = True, dtype: str | None = "auto"):
+    key = model_key(spec, device, dtype)
     with _models_lock:
         if key not in _models:
-            lm = load_model(key[0], device=device, progress=progress)
+            lm = load_model(key[0], device=device, dtype=key[2], progress=progress)
             # one short warm-up of each loop, so the first measured run is not paying for it
             for method in ("clasp", "vanilla") if warm else ():
                 list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
@@ -75,14 +85,14 @@ class Loading:
     """Load (or reuse) a model in a thread; iterating yields its progress lines (download size and
     speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
 
-    def __init__(self, spec: str | None, device: str):
+    def __init__(self, spec: str | None, device: str, dtype: str | None = "auto"):
         self.lines: queue.SimpleQueue = queue.SimpleQueue()
         self.result: dict = {}
-        threading.Thread(target=self._work, args=(spec, device), daemon=True).start()
+        threading.Thread(target=self._work, args=(spec, device, dtype), daemon=True).start()
 
-    def _work(self, spec, device):
+    def _work(self, spec, device, dtype):
         try:
-            self.result["model"] = get_model(spec, device, self.lines.put)
+            self.result["model"] = get_model(spec, device, self.lines.put, dtype=dtype)
         except BaseException as e:  # noqa: BLE001 - handed to the page
             self.result["error"] = e
         finally:
@@ -173,14 +183,17 @@ def auto_note(view, device: str) -> str:
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
-        strategy="clasp", history=None, request: gr.Request = None):
+        strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
-    loaded = _models.get(((model or "").strip() or DEFAULT_SPEC, ARGS.device))
+    try:
+        loaded = _models.get(model_key(model, ARGS.device, dtype))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
     try:                                     # M's bound too, when this model is the one in memory
         cfg.resolved(loaded.num_layers if loaded is not None else cfg.num_skip + 1)
     except ValueError as e:
@@ -190,20 +203,20 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     _running.add(key)
     V = VIEW_COMPONENTS
     try:
-        for out in decode(prompt, model, cfg, key, list(history or [])):
+        for out in decode(prompt, model, cfg, key, list(history or []), dtype):
             yield {V[name]: value for name, value in out.items()}
     finally:
         _running.discard(key)
 
 
-def decode_seconds(prompt, model, cfg, key, history) -> int:
+def decode_seconds(prompt, model, cfg, key, history, dtype="auto") -> int:
     """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
-    spec = (model or "").strip() or DEFAULT_SPEC
-    return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models or cfg.strategy == "static")
+    loading = model_key(model, ARGS.device, dtype) not in _models
+    return gpu_seconds(cfg.max_new_tokens, loading=loading or cfg.strategy == "static")
 
 
 @on_gpu(duration=decode_seconds)
-def decode(prompt, model, cfg, key, history):
+def decode(prompt, model, cfg, key, history, dtype="auto"):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
     {view name: value} (plain data, so they can cross from a ZeroGPU process).
 
@@ -211,7 +224,7 @@ def decode(prompt, model, cfg, key, history):
     V = {name: name for name in VIEW_COMPONENTS}
     stop_flag = StopFlag(key)
     try:
-        loading = Loading(model, ARGS.device)
+        loading = Loading(model, ARGS.device, dtype)
         for line in loading:
             yield {V["status"]: line}
         lm = loading.model
@@ -377,6 +390,10 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
                     seed = gr.Number(value=0, precision=0, label="seed", info=seed_off["info"])
                     model = model_field(default_model)
+                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=default_dtype(), label="dtype",
+                                        elem_id="dtype",
+                                        info="half precision is faster on a GPU; where two candidates nearly tie, "
+                                             "its rounding can part CLaSp from vanilla (the Timing tab says so)")
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
                             example_labels=[e["task"] for e in EXAMPLES["examples"]])
                 with gr.Accordion("Replay a trace", open=False):
@@ -390,7 +407,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         shown = [V[v.name] for v in VIEWS if v.render]
         outputs = shown + [status, download, run_state, num_skip, history]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                  history]
+                  history, dtype]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         stop_btn.click(stop, None, status, api_name="stop", queue=False)
