@@ -1,6 +1,7 @@
 """Ties against errors: the tolerance, the classification, what the engine records, a corrupted verify,
 real bfloat16 partings of the embedded model."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +99,23 @@ def test_a_corrupted_verification_is_an_error_not_a_tie(tiny, monkeypatch):
     assert d.kind == "error" and "did not rank first" in d.reason and d.position is not None
     # even read as bfloat16 (a tolerance 2^16 times wider), a rejected draft is no tie
     assert classify(ids, t, ref_ids, "bfloat16", ref_t).kind == "error"
+
+
+TIE_TRACE = Path(__file__).resolve().parents[1] / "assets" / "tie-trace.jsonl"
+
+
+def test_the_recorded_bfloat16_trace_parts_at_a_tie():
+    """assets/tie-trace.jsonl (question 481, rag: a real bfloat16 run of the
+    bench settings, 64 tokens, that parts at token #34; replayed in the browser test) reads as a tie."""
+    from ui.state import views_by_method
+    from ui.timing import lossless_state, parting
+
+    w = views_by_method(trace.read_trace(TIE_TRACE))
+    assert w["clasp"].prefill.dtype == "bfloat16"
+    assert w["clasp"].done.output_ids != w["vanilla"].done.output_ids
+    state, msg = lossless_state(w["clasp"], w["vanilla"])
+    d = parting(w["clasp"], w["vanilla"])
+    assert state == "tie" and f"token #{d.position}," in msg and 0 <= d.margin <= d.tolerance
 
 
 def question(qid: int) -> dict:
