@@ -31,8 +31,8 @@ import gradio as gr
 
 from clasp_core import trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device
+from clasp_core.metrics import default_num_skip, dtype_name
+from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device, resolve_dtype
 from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
 from ui import replay
@@ -60,11 +60,22 @@ ARGS = argparse.Namespace(model=None, device="auto", allow_models=None)
 # ui.models: the host's allow-list, size and memory checks before a fetch or a load, the default model
 # resident and others in an LRU bounded by free memory; one load at a time, visitors share the models
 MODELS = ModelCache(resident=(DEFAULT_SPEC,))
-_models = MODELS.models                # loaded models by (spec, device)
+_models = MODELS.models                # loaded models by (spec, device, dtype)
 
 
-def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
-    return MODELS.get(default_spec(spec, DEFAULT_SPEC), device, progress, prepare=warm_up if warm else None)
+def model_key(spec: str | None, device: str, dtype: str | None = "auto") -> tuple[str, str, str]:
+    """The model cache's key: the same weights in another dtype are another model."""
+    return (default_spec(spec, DEFAULT_SPEC), device, dtype_name(resolve_dtype(dtype, resolve_device(device))))
+
+
+def default_dtype() -> str:
+    """float32 on a CPU; the device's usual half precision (float16) on a GPU."""
+    return dtype_name(resolve_dtype("auto", resolve_device(ARGS.device)))
+
+
+def get_model(spec: str | None, device: str, progress=None, warm: bool = True, dtype: str | None = "auto"):
+    spec, device, dtype = model_key(spec, device, dtype)
+    return MODELS.get(spec, device, progress, prepare=warm_up if warm else None, dtype=dtype)
 
 
 def warm_up(lm) -> None:
@@ -92,14 +103,14 @@ class Loading:
     """Load (or reuse) a model in a thread; iterating yields its progress lines (download size and
     speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
 
-    def __init__(self, spec: str | None, device: str):
+    def __init__(self, spec: str | None, device: str, dtype: str | None = "auto"):
         self.lines: queue.SimpleQueue = queue.SimpleQueue()
         self.result: dict = {}
-        threading.Thread(target=self._work, args=(spec, device), daemon=True).start()
+        threading.Thread(target=self._work, args=(spec, device, dtype), daemon=True).start()
 
-    def _work(self, spec, device):
+    def _work(self, spec, device, dtype):
         try:
-            self.result["model"] = get_model(spec, device, self.lines.put)
+            self.result["model"] = get_model(spec, device, self.lines.put, dtype=dtype)
         except BaseException as e:  # noqa: BLE001 - handed to the page
             self.result["error"] = e
         finally:
@@ -178,7 +189,7 @@ def auto_note(view, device: str) -> str:
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
-        strategy="clasp", history=None, request: gr.Request = None):
+        strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
@@ -189,7 +200,10 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
                     temperature=float(temperature), top_p=float(top_p), seed=int(seed),
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
-    loaded = _models.get(((model or "").strip() or DEFAULT_SPEC, ARGS.device))
+    try:
+        loaded = _models.get(model_key(model, ARGS.device, dtype))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
     try:                                     # M's bound too, when this model is the one in memory
         cfg.resolved(loaded.num_layers if loaded is not None else cfg.num_skip + 1)
     except ValueError as e:
@@ -199,20 +213,20 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     _running.add(key)
     V = VIEW_COMPONENTS
     try:
-        for out in decode(prompt, model, cfg, key, list(history or [])):
+        for out in decode(prompt, model, cfg, key, list(history or []), dtype):
             yield {V[name]: value for name, value in out.items()}
     finally:
         _running.discard(key)
 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
-            strategy="clasp", history=None, request: gr.Request = None):
+            strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
     """Compare's "Run all five": every layer choice on this prompt with the same M, K, DET and LOI, one after
     the other, auto off for all (auto runs with the DP's choices only, so it would make the rows unequal)."""
     V = VIEW_COMPONENTS
     for n, name in enumerate(STRATEGIES, 1):
         for out in run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens,
-                       False, name, history, request):
+                       False, name, history, dtype, request):
             history = out.get(V["history"], history)
             if V["status"] in out:
                 out[V["status"]] = f"Run all five ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
@@ -232,14 +246,14 @@ def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
     return keys
 
 
-def decode_seconds(prompt, model, cfg, key, history) -> int:
+def decode_seconds(prompt, model, cfg, key, history, dtype="auto") -> int:
     """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
-    spec = (model or "").strip() or DEFAULT_SPEC
-    return gpu_seconds(cfg.max_new_tokens, loading=(spec, ARGS.device) not in _models or cfg.strategy == "static")
+    loading = model_key(model, ARGS.device, dtype) not in _models
+    return gpu_seconds(cfg.max_new_tokens, loading=loading or cfg.strategy == "static")
 
 
 @on_gpu(duration=decode_seconds)
-def decode(prompt, model, cfg, key, history):
+def decode(prompt, model, cfg, key, history, dtype="auto"):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
     {view name: value} (plain data, so they can cross from a ZeroGPU process).
 
@@ -247,7 +261,7 @@ def decode(prompt, model, cfg, key, history):
     V = {name: name for name in VIEW_COMPONENTS}
     stop_flag = StopFlag(key)
     try:
-        loading = Loading(model, ARGS.device)
+        loading = Loading(model, ARGS.device, dtype)
         for line in loading:
             yield {V["status"]: line}
         lm = loading.model
@@ -294,7 +308,7 @@ def m_slider(num_layers: int):
 
 def page_opened():
     """The M slider's range for the model in memory (else the default model's), from the first view."""
-    lm = _models.get((default_spec(ARGS.model, DEFAULT_SPEC), ARGS.device)) or next(iter(_models.values()), None)
+    lm = _models.get(model_key(ARGS.model, ARGS.device)) or next(iter(_models.values()), None)
     return m_slider(lm.num_layers if lm is not None else DEFAULT_LAYERS)
 
 
@@ -418,6 +432,10 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
                     seed = gr.Number(value=0, precision=0, label="seed", info=seed_off["info"])
                     model = model_field(default_model)
+                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=default_dtype(), label="dtype",
+                                        elem_id="dtype",
+                                        info="half precision is faster on a GPU; where two candidates nearly tie, "
+                                             "its rounding can part CLaSp from vanilla (the Timing tab says so)")
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
                             example_labels=[e["task"] for e in EXAMPLES["examples"]])
                 with gr.Accordion("Replay a trace", open=False):
@@ -431,7 +449,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         shown = [V[v.name] for v in VIEWS if v.render]
         outputs = shown + [status, download, run_state, num_skip, history]
         inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                  history]
+                  history, dtype]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
 import torch
@@ -25,6 +25,7 @@ from .model import LoadedModel
 from .runner import Runner
 from .sampling import greedy_accept, sample, speculative_accept, warp
 from .strategies import DP_STRATEGIES, STRATEGIES, Choice, make_strategy
+from .ties import top_two
 from .trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 METHODS = ("clasp", "vanilla")
@@ -154,6 +155,8 @@ class Verdict:
     p_x: list[float]                # p(x) of each drafted token under the full model
     seconds: float
     states: torch.Tensor | None     # per-layer states of the verified block, when layers are chosen next
+    top_ids: list = field(default_factory=list)     # greedy: the full model's top two at each emitted position
+    top_logits: list = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +216,13 @@ class _Run:
             return int(logits[-1].argmax())
         return sample(warp(logits[-1], self.cfg.temperature, self.cfg.top_p), self.gen)
 
+    def tops(self, logits: torch.Tensor) -> dict:
+        """Greedy runs record the full model's two best candidates at each row (ties.py reads them)."""
+        if not self.greedy:
+            return dict(top_ids=[], top_logits=[])
+        ids, vals = top_two(logits)
+        return dict(top_ids=ids, top_logits=vals)
+
     def finished(self) -> str | None:
         if self.out and self.out[-1] in self.eos:
             return "eos"
@@ -241,7 +251,8 @@ class _Run:
         ev = Prefill(method=self.method, model=self.lm.name, num_layers=self.runner.num_layers,
                      prompt_ids=list(self.prompt_ids), prompt_text=self.prompt_text, params=params,
                      seconds=self.prefill_s, first_token=first, first_text=self.commit([first])[0],
-                     device=str(self.device), dtype=dtype_name(self.runner.dtype))
+                     device=str(self.device), dtype=dtype_name(self.runner.dtype),
+                     **{k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()})
         return ev, hs
 
     def done(self, reason: str) -> Done:
@@ -261,12 +272,14 @@ class _Run:
         pos = len(self.prompt_ids)
         while (reason := self.finished()) is None:
             t0 = self.now()
-            tok = self.pick(self.runner.forward(self.ids(self.out[-1:]), pos, last_only=True))
+            logits = self.runner.forward(self.ids(self.out[-1:]), pos, last_only=True)
+            tok = self.pick(logits)
             self.out.append(tok)
             pos += 1
             seconds = self.now() - t0
+            top = {k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()}
             yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.commit([tok])[0],
-                                      seconds=seconds))
+                                      seconds=seconds, **top))
         yield self.done(reason)
 
     # CLaSp: draft with the skip set, verify with the full model, re-choose the skip set
@@ -312,7 +325,7 @@ class _Run:
                 draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
                 next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
                 verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1,
-                auto=note))
+                auto=note, top_ids=verdict.top_ids[:len(emitted)], top_logits=verdict.top_logits[:len(emitted)]))
             pos += acc + 1
             r += 1
             if again and self.finished() is None:
@@ -385,7 +398,8 @@ class _Run:
             q = torch.stack(draft.q_rows) if k else p[:0]
             acc, nxt, kind = speculative_accept(drafted, q, p, self.gen)
             p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
-        return Verdict(acc, nxt, kind, p_x, self.now() - t0, hs)
+        top = self.tops(logits[:acc + 1])
+        return Verdict(acc, nxt, kind, p_x, self.now() - t0, hs, **top)
 
     def append(self, tokens: list[int]) -> list[int]:
         """Add a round's tokens to the output, cut after EOS and at max_new_tokens."""

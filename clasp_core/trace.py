@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
@@ -41,6 +41,10 @@ class Prefill:
     first_text: str                # (output index 0; rounds/steps continue from index 1)
     device: str = "cpu"
     dtype: str = "float32"
+    # greedy runs: the full model's two best candidates where each emitted token was chosen, argmax
+    # first ([id, id] and [logit, logit]; see ties.py); empty when sampling or in an older trace
+    top_ids: list[int] = field(default_factory=list)
+    top_logits: list[float] = field(default_factory=list)
     kind: str = "prefill"
 
 
@@ -87,6 +91,8 @@ class Round:
     k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: an older trace)
     choice: int = -1               # index (within this run) of the LayerChoice in force; -1 before the first
     auto: dict | None = None       # auto's reasons for this round (AutoPolicy.note): measured costs, predictions
+    top_ids: list[list[int]] = field(default_factory=list)      # per emitted token, as in Prefill (greedy)
+    top_logits: list[list[float]] = field(default_factory=list)
     kind: str = "round"
 
     # "Did this round draft?" is answered here, once, for every module and view.
@@ -118,6 +124,8 @@ class Step:
     token: int
     text: str
     seconds: float
+    top_ids: list[int] = field(default_factory=list)            # as in Prefill (greedy)
+    top_logits: list[float] = field(default_factory=list)
     kind: str = "step"
 
 

@@ -105,3 +105,12 @@ def test_cjk_and_emoji_reach_the_page_whole(client, embedded):
         decoded = embedded.tokenizer.decode(done.output_ids, skip_special_tokens=False,
                                             clean_up_tokenization_spaces=False)
         assert "".join(pieces) + done.tail_text == decoded and "\ufffd" not in decoded
+
+
+def test_dtype_is_part_of_the_model_cache_key():
+    """The same weights in bfloat16 are another model; float32 is the default on a CPU."""
+    import app
+
+    assert app.default_dtype() == "float32"              # the suite runs on a CPU
+    assert app.model_key("", "cpu") == app.model_key(None, "cpu", "float32") == ("default", "cpu", "float32")
+    assert app.model_key("", "cpu", "bfloat16") != app.model_key("", "cpu", "float32")

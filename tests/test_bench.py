@@ -21,12 +21,25 @@ def test_summary_counts_lossless_speedups_and_acceptance():
             row(2, "hf", [7, 8], 1.0), row(2, "vanilla", [7, 8], 1.0),
             row(2, "clasp", [7, 8], 1.0, rounds=1, dp_s=0.0, drafted=1, accepted=1, tau=1.0)]
     text = run.summarize(rows, temperature=0.0)
-    assert "lossless: 3/4" in text
+    assert "lossless: identical 3/4 · ties 0 · errors 1" in text      # no top two recorded: no tie to show
     cells = [c.strip() for c in [ln for ln in text.splitlines() if ln.startswith("| overall | clasp ")][0].split("|")]
     # clasp: 6 tokens in 1.5 s = 4 tok/s; vanilla 6 in 2 s = 3; hf 6 in 3 s = 2
     # tau = (3 + 1) tokens after the prefill's / (3 + 1) rounds; accepted 3 of 5 drafted; DP 0.1 of 1.5 s
-    assert cells[3:11] == ["2", "4.00", "1.33x", "2.00x", "1.00", "60%", "6.7%", "1/2"]
+    assert cells[3:11] == ["2", "4.00", "1.33x", "2.00x", "1.00", "60%", "6.7%", "identical 1/2 · ties 0 · errors 1"]
     assert task_of("roleplay") == "mt_bench" and task_of("rag") == "rag"
+
+
+def test_summary_tells_a_rounding_tie_from_an_error():
+    top = lambda best, second, l1, l2: dict(top_ids=[[best, second]], top_logits=[[l1, l2]])
+    hf, van = row(1, "hf", [5], 1.0), row(1, "vanilla", [5], 1.0, dtype="bfloat16", **top(5, 6, 20.0, 19.875))
+    tie = row(1, "clasp", [6], 1.0, rounds=1, dp_s=0.0, drafted=1, accepted=0, dtype="bfloat16",
+              **top(6, 5, 20.0, 19.875))
+    err = row(1, "auto", [7], 1.0, rounds=1, dp_s=0.0, drafted=1, accepted=1, dtype="bfloat16",
+              **top(5, 7, 20.0, 12.0))
+    text = run.summarize([hf, van, tie, err], temperature=0.0)
+    assert "lossless: identical 1/3 · ties 1 · errors 1" in text
+    assert "tie: question 1 clasp at token #0 (6 vs 5): margin 0.125 (vanilla 0.125), tolerance 0.5 in bfloat16" in text
+    assert "error: question 1 auto" in text and "did not rank first" in text
 
 
 def test_pooled_leaves_non_drafting_methods_without_tau():
@@ -139,8 +152,9 @@ def test_bench_end_to_end_on_the_embedded_model(tmp_path, capsys):
     assert [r["method"] for r in rows] == ["hf", "vanilla", "clasp", "auto"]
     assert all(r["token_ids"] == rows[0]["token_ids"] for r in rows)
     assert {"rounds", "drafted", "accepted", "tau", "dp_s"} <= set(rows[2]) and rows[2]["M"] == 8   # round(.25*30)
+    assert all(r["lossless"]["kind"] == "identical" and len(r["top_ids"]) == r["new_tokens"] for r in rows[1:])
     assert all(sum(r["accept_lengths"]) == r["new_tokens"] - (r["method"] != "hf") for r in rows)
-    assert "lossless: 3/3" in capsys.readouterr().out
+    assert "lossless: identical 3/3 · ties 0 · errors 0" in capsys.readouterr().out
     assert sorted(p.name.rsplit("-", 1)[-1] for p in answers.iterdir()) == \
         ["auto.jsonl", "clasp.jsonl", "hf.jsonl", "vanilla.jsonl"]
 
@@ -154,4 +168,4 @@ def test_every_strategy_is_lossless_on_the_embedded_model(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["token_ids"] == rows[0]["token_ids"] for r in rows)
     assert sum(r["drafted"] for r in rows[1:]) > 0
-    assert "lossless: 5/5" in capsys.readouterr().out
+    assert "lossless: identical 5/5 · ties 0 · errors 0" in capsys.readouterr().out

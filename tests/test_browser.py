@@ -16,6 +16,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "assets" / "screenshot.png"
+TIE_TRACE = ROOT / "assets" / "tie-trace.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +216,27 @@ def test_replay_sweep_and_layout_at_three_widths(server, browser):
                             "const s = p.querySelector('.main-svg');"
                             "return s.getBoundingClientRect().width / p.getBoundingClientRect().width;")
     assert fill > 0.9
+
+
+def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
+    """A bfloat16 run where CLaSp parts from vanilla at a rounding tie (assets/tie-trace.jsonl, recorded
+    by tests/test_ties.py's prompt): the Timing tab says why, both streams mark the token."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(server)
+    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    for b in d.find_elements(By.CSS_SELECTOR, "button, span"):
+        if b.text.strip() == "Replay a trace":
+            b.click()
+            break
+    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(TIE_TRACE))
+    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
+    for stream in ("tokens-clasp", "tokens-vanilla"):
+        assert len(d.find_elements(By.CSS_SELECTOR, f"#{stream} .tok-parting")) == 1
+    click_tab(d, "Timing")
+    wait_for(d, lambda: "within bfloat16 rounding" in d.find_element(By.ID, "timing").text, 30, "the tie message")
+    assert d.find_elements(By.CSS_SELECTOR, "#timing .lossless-tie")
+    d.execute_script("document.getElementById('timing').scrollIntoView()")
+    time.sleep(0.5)
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-tie.png")))

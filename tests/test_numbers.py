@@ -198,8 +198,8 @@ def test_run_all_five_runs_every_layer_choice_with_the_same_settings(monkeypatch
     V = app.VIEW_COMPONENTS
     calls = []
 
-    def fake_run(prompt, model, num_skip, draft_len, det, loi, *rest):
-        auto, strategy, history = rest[-4], rest[-3], rest[-2]
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
+                 history, dtype="auto", request=None):
         calls.append((num_skip, draft_len, det, loi, auto, strategy, len(history)))
         yield {V["status"]: "Done.", V["history"]: history + [strategy]}
 

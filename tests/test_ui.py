@@ -4,14 +4,14 @@ from pathlib import Path
 import pytest
 
 from clasp_core import trace
-from clasp_core.trace import Done, LayerChoice, Prefill, Round
+from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
 from ui.analysis import accepted_histogram, jaccard, jaccard_by_distance, persistence_figure
 from ui.dp_view import dp_figure
 from ui.layer_map import PLAIN_ROUND, layer_map_figure, skip_matrix
 from ui.rounds import rounds_dataframe
 from ui.state import build_view, is_plain, views_by_method
 from ui.teaching import explain_round
-from ui.timing import lossless_state, segments, summary_html, timeline_figure, timing_html
+from ui.timing import lossless_state, parting, segments, summary_html, timeline_figure, timing_html
 from ui.tokens import token_html
 
 TRACE = Path(__file__).resolve().parents[1] / "assets" / "example-trace.jsonl"
@@ -104,6 +104,42 @@ def test_lossless_warning_when_outputs_differ(views):
     state, msg = lossless_state(w["clasp"], w["vanilla"])
     assert state == "mismatch" and "token 5" in msg
     assert "lossless-mismatch" in timing_html(w["clasp"], w["vanilla"])
+
+
+def parted_runs(clasp_top):
+    """A one-round CLaSp run and a vanilla run of bfloat16 that part at token #1 (vanilla: 5, CLaSp: 6);
+    ``clasp_top``: CLaSp's full-model top two there."""
+    def prefill(method):
+        return Prefill(method, "m", 4, [1], "p", {"temperature": 0.0}, 0.1, 3, "a", dtype="bfloat16",
+                       top_ids=[3, 4], top_logits=[20.0, 15.0])
+
+    clasp = [prefill("clasp"), Round(0, [1], [6], ["b"], [0.9], [0.9], 1, 7, "c", "bonus", [6, 7], 0.1, 0.1, 1,
+                                     top_ids=[clasp_top[0], [7, 8]], top_logits=[clasp_top[1], [20.0, 10.0]]),
+             Done("clasp", 3, [3, 6, 7], "abc", 1.0, 0.9, 0.1, 3.0, "max_new_tokens", rounds=1)]
+    vanilla = [prefill("vanilla"), Step(1, 5, "x", 0.1, [5, 6], [19.875, 19.875]),
+               Step(2, 9, "y", 0.1, [9, 1], [20.0, 10.0]),
+               Done("vanilla", 3, [3, 5, 9], "axy", 1.0, 0.9, 0.1, 3.0, "max_new_tokens")]
+    return views_by_method(clasp + vanilla)
+
+
+def test_a_rounding_tie_is_explained_and_marked_in_both_streams():
+    w = parted_runs(([6, 5], [20.0, 19.9375]))
+    state, msg = lossless_state(w["clasp"], w["vanilla"])
+    assert state == "tie"
+    assert ("part at token #1, where the full model's two best candidates were 0.062 apart, within bfloat16 "
+            "rounding") in msg and "Both continuations are valid greedy outputs" in msg
+    assert "lossless-tie" in timing_html(w["clasp"], w["vanilla"]) and "rounding" in summary_html(w["clasp"], w["vanilla"])
+    assert parting(w["clasp"], w["vanilla"]).position == 1
+    for view in (w["clasp"], w["vanilla"]):
+        html = token_html(view, parting=1)
+        assert html.count("tok-parting") == 1 and "part here" in html
+
+
+def test_a_parting_beyond_rounding_is_shown_as_an_error():
+    w = parted_runs(([5, 6], [20.0, 19.9375]))       # CLaSp emitted 6 though its full model ranked 5 first
+    state, msg = lossless_state(w["clasp"], w["vanilla"])
+    assert state == "error" and msg.startswith("Error:") and "did not rank first" in msg
+    assert "lossless-error" in timing_html(w["clasp"], w["vanilla"])
 
 
 def test_round_table(views):

@@ -6,6 +6,7 @@ import html
 import plotly.graph_objects as go
 
 from clasp_core.metrics import speedup, tau_drafting
+from clasp_core.ties import Divergence, classify, run_tops
 
 from .palette import BONUS, DP, PLAIN, VANILLA, VERIFY, styled
 from .state import RunView
@@ -76,6 +77,16 @@ def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str,
     a, b = clasp.done.output_ids, vanilla.done.output_ids
     if a == b:
         return "ok", f"Lossless: CLaSp's {len(a)} tokens are identical to vanilla greedy decoding."
+    d = parting(clasp, vanilla)
+    if d is not None and d.kind == "tie":
+        apart = "were equal" if d.margin == 0 else f"were {d.margin:.3f} apart"
+        return "tie", (f"Lossless, up to rounding: CLaSp and vanilla part at token #{d.position}, where the full "
+                       f"model's two best candidates {apart}, within {d.dtype} rounding. Both continuations are "
+                       f"valid greedy outputs; in float32 (Sampling and model → dtype) they agree.")
+    if d is not None and d.kind == "error" and d.margin is not None:
+        return "error", (f"Error: CLaSp and vanilla part at token #{d.position}, and rounding does not explain it: "
+                         f"{d.reason} (top-2 margin {d.margin:.3f}, {d.dtype} tolerance {d.tolerance:.3g}). "
+                         f"This is a bug in the engine.")
     first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     return "mismatch", f"Warning: CLaSp and vanilla differ from token {first} on."
 
@@ -85,6 +96,20 @@ TAU_DRAFTING = "τ over drafting rounds"
 TAU_NOTE = ("Two τ, named apart: <b>τ</b> counts every round, plain full-model steps included (one token "
             "each); <b>τ over drafting rounds</b> counts only rounds that ran a draft step, the rounds the cost "
             "model prices. They are equal when every round drafted.")
+def parting(clasp: RunView | None, vanilla: RunView | None) -> Divergence | None:
+    """Where and why CLaSp's greedy output leaves vanilla's (clasp_core.ties), once both are done;
+    None while running, when sampling, or when the outputs are identical."""
+    if not (clasp and clasp.done and vanilla and vanilla.done) or clasp.params.get("temperature", 0) > 0:
+        return None
+    if clasp.done.output_ids == vanilla.done.output_ids:
+        return None
+    ids, tops = run_tops(_events(clasp))
+    ref, ref_tops = run_tops(_events(vanilla))
+    return classify(ids, tops, ref, clasp.prefill.dtype, ref_tops)
+
+
+def _events(view: RunView) -> list:
+    return [view.prefill, *view.rounds, *view.steps, view.done]
 
 
 def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
@@ -132,7 +157,8 @@ def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s",
                   f"speedup <b>{speedup(c.tokens_per_s, v.tokens_per_s):.2f}×</b>"]
     state, msg = lossless_state(clasp, vanilla)
-    mark = {"ok": "lossless", "mismatch": "outputs differ", "sampled": "sampled", "pending": ""}[state]
+    mark = {"ok": "lossless", "mismatch": "outputs differ", "sampled": "sampled", "pending": "",
+            "tie": "lossless up to rounding", "error": "error: outputs differ"}[state]
     badge = f' <span class="lossless lossless-{state} badge" title="{html.escape(msg, quote=True)}">{mark}</span>' \
         if mark else ""
     return '<div class="summary">' + " · ".join(p for p in parts if p) + badge + "</div>"

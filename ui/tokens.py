@@ -28,12 +28,17 @@ def _visible(text: str) -> str:
     return html.escape(text).replace("\n", "↵<br>")
 
 
-def token_spans(tokens: list[Token], highlight_round: int | None = None) -> str:
+def token_spans(tokens: list[Token], highlight_round: int | None = None, parting: int | None = None) -> str:
+    """``parting``: the output position where CLaSp and vanilla part (ui.timing.parting), marked."""
     spans = []
     for t in tokens:
         cls = f"tok tok-{t.kind}" + (" tok-current" if highlight_round is not None and t.round == highlight_round else "")
+        title = _title(t)
+        if parting is not None and t.emitted and t.position == parting:
+            cls += " tok-parting"
+            title += " | CLaSp and vanilla part here (see the Timing tab)"
         spans.append(f'<span class="{cls}" data-kind="{t.kind}" data-round="{"" if t.round is None else t.round}" '
-                     f'title="{html.escape(_title(t), quote=True)}">{_visible(t.text)}</span>')
+                     f'title="{html.escape(title, quote=True)}">{_visible(t.text)}</span>')
     return "".join(spans)
 
 
@@ -43,11 +48,12 @@ def legend_html() -> str:
     return f'<div class="legend">{items}</div>'
 
 
-def token_html(view: RunView | None, highlight_round: int | None = None, legend: bool = True) -> str:
+def token_html(view: RunView | None, highlight_round: int | None = None, legend: bool = True,
+               parting: int | None = None) -> str:
     head = legend_html() if legend else ""
     if view is None or view.prefill is None:
         return f'{head}<div class="tokens tokens-empty">The output appears here, token by token.</div>'
-    body = token_spans(view.tokens(), highlight_round)
+    body = token_spans(view.tokens(), highlight_round, parting)
     # No closing </div> (the browser closes it): while a run streams, each snapshot's HTML then only
     # appends to the last one, and Gradio sends just the new spans instead of the whole stream.
     return f'{head}<div class="tokens" data-method="{view.method}">{body}'

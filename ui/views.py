@@ -24,7 +24,7 @@ from .state import RunState
 from .sweep_view import HELP as SWEEP_HELP
 from .sweep_view import sweep_figure
 from .teaching import ACCEPTANCE_RULE, explain_round
-from .timing import summary_html, timeline_figure, timing_html
+from .timing import parting, summary_html, timeline_figure, timing_html
 from .tokens import token_html
 
 
@@ -101,6 +101,12 @@ def _highlight(s: Snapshot) -> int | None:
     return s.clasp.rounds[min(s.current, len(s.clasp.rounds) - 1)].index
 
 
+def _parting(s: Snapshot) -> int | None:
+    """The token where CLaSp and vanilla part, marked in both streams (None: they agree, or not done)."""
+    d = parting(s.clasp, s.vanilla)
+    return d.position if d is not None else None
+
+
 def _choice(s: Snapshot):
     choices = s.clasp.choices if s.clasp else []
     if not choices:
@@ -138,11 +144,11 @@ VIEWS = [
     View("summary", "Tokens", lambda: gr.HTML("", elem_id="summary"), lambda s: summary_html(s.clasp, s.vanilla),
          live=True),
     View("tokens", "Tokens", lambda: gr.HTML(token_html(None), elem_id="tokens-clasp"),
-         lambda s: token_html(s.clasp, highlight_round=_highlight(s)), live=True),
+         lambda s: token_html(s.clasp, highlight_round=_highlight(s), parting=_parting(s)), live=True),
     View("vanilla_head", "Tokens", lambda: gr.Markdown("**Vanilla** (plain decoding, for comparison)",
                                                        elem_classes="help"), None),
     View("tokens_vanilla", "Tokens", lambda: gr.HTML(token_html(None, legend=False), elem_id="tokens-vanilla"),
-         lambda s: token_html(s.vanilla, legend=False), live=True),
+         lambda s: token_html(s.vanilla, legend=False, parting=_parting(s)), live=True),
     View("layer_map", "Layers", lambda: gr.Plot(layer_map_figure(None), elem_id="layer-map"),
          lambda s: layer_map_figure(s.clasp, current=s.current)),
     View("dp_choice", "DP table", lambda: gr.Dropdown([], label="run of the layer DP", elem_id="dp-choice"),

@@ -7,7 +7,9 @@ from dataclasses import replace
 import torch
 
 from ..decoding import GenConfig, encode_prompt, generate, get_runner
+from ..metrics import dtype_name
 from ..model import LoadedModel
+from ..ties import run_tops
 from ..trace import Round, Step
 from .common import sync
 from .stats import task_of
@@ -70,6 +72,9 @@ def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> 
     runner = get_runner(lm)       # whether the run replayed CUDA graphs, and what capturing cost before it
     row.update(graphs=runner.graphs, graph_capture_s=events[0].params.get("graph_capture_s", 0.0),
                graph_failed=runner.capture_failed)
+    if cfg.temperature == 0:         # the full model's top two per token: ties.classify reads them
+        _, tops = run_tops(events)
+        row.update(top_ids=[t[0] if t else None for t in tops], top_logits=[t[1] if t else None for t in tops])
     if kind == "clasp":
         row.update(M=cfg.resolved(lm.num_layers).num_skip, rounds=done.rounds, drafted=done.drafted,
                    accepted=done.accepted, tau=done.tau, dp_s=done.dp_s, draft_s=done.draft_s,
@@ -82,7 +87,7 @@ def run_one(lm: LoadedModel, q: dict, method: str, cfg: GenConfig) -> dict:
     ids, _ = encode_prompt(lm, q["turns"][0])
     row = run_hf(lm, ids, cfg) if method == "hf" else run_engine(lm, ids, cfg, method)
     return dict(question_id=q["question_id"], category=q["category"], task=task_of(q["category"]),
-                method=method, **row)
+                method=method, dtype=dtype_name(lm.dtype), **row)
 
 
 def reserve(lm: LoadedModel, prompts: list[dict], cfg: GenConfig) -> int:

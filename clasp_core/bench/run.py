@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from ..decoding import GenConfig
 from ..metrics import speedup
+from ..ties import Divergence, classify
 from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import METHODS, check, reserve, run_one, warm_up
 from .specbench import model_id, write_answers
@@ -23,31 +24,67 @@ from .stats import pooled
 PROG = "clasp_core.bench"
 
 
+def verdicts(rows: list[dict], temperature: float) -> dict[tuple, Divergence]:
+    """Each engine run against transformers ``generate`` on its question (T=0 only): identical, a
+    rounding tie, or an error (ties.py). Where this question's vanilla run agrees with ``generate``
+    up to the parting token, vanilla's own top two there must show the same near-tie."""
+    hf = {r["question_id"]: r["token_ids"] for r in rows if r["method"] == "hf"}
+    if temperature != 0 or not hf:
+        return {}
+    vanilla = {r["question_id"]: r for r in rows if r["method"] == "vanilla"}
+    out = {}
+    for r in rows:
+        q = r["question_id"]
+        if r["method"] == "hf" or q not in hf:
+            continue
+        tops = list(zip(r.get("top_ids") or [], r.get("top_logits") or []))
+        ref_tops = None
+        v = vanilla.get(q)
+        if v is not None and v is not r and v.get("top_ids"):
+            n = len(hf[q])
+            if v["token_ids"][:n] == hf[q][:len(v["token_ids"])]:
+                ref_tops = list(zip(v["top_ids"], v["top_logits"]))
+        out[(q, r["method"])] = classify(r["token_ids"], [t if t[0] else None for t in tops], hf[q],
+                                         r.get("dtype", "float32"), ref_tops)
+    return out
+
+
+def lossless_cell(ds: list[Divergence]) -> str:
+    """'identical X/Y · ties Z · errors N' over some runs."""
+    n = {k: sum(d.kind == k for d in ds) for k in ("identical", "tie", "error")}
+    return f"identical {n['identical']}/{len(ds)} · ties {n['tie']} · errors {n['error']}"
+
+
 def summarize(rows: list[dict], temperature: float) -> str:
-    """Per task and overall: tokens/s, speedup vs vanilla and hf, tau, acceptance, DP share, lossless X/Y."""
+    """Per task and overall: tokens/s, speedup vs vanilla and hf, tau, acceptance, DP share, and the
+    lossless check: identical / tie / error against transformers generate (see ties.py)."""
     by = defaultdict(lambda: defaultdict(list))
     for r in rows:
         by[r["task"]][r["method"]].append(r)
         by["overall"][r["method"]].append(r)
-    hf = {r["question_id"]: r["token_ids"] for r in rows if r["method"] == "hf"}
-    check_lossless = temperature == 0 and bool(hf)
+    verdict = verdicts(rows, temperature)
+    check_lossless = bool(verdict)
     table = []
     for task in [t for t in by if t != "overall"] + ["overall"]:
         stats = {m: pooled(rs) for m, rs in by[task].items()}
         for m, rs in by[task].items():
             s = stats[m]
             ratio = lambda ref: num(speedup(s.tokens_per_s, stats[ref].tokens_per_s), unit="x") if ref in stats else "-"
-            same = f"{sum(hf.get(r['question_id']) == r['token_ids'] for r in rs)}/{len(rs)}" \
+            same = lossless_cell([verdict[(r["question_id"], m)] for r in rs]) \
                 if check_lossless and m != "hf" else "-"
             table.append([task, m, s.n, num(s.tokens_per_s), ratio("vanilla"), ratio("hf"), num(s.tau),
                           num(s.accept and 100 * s.accept, ".0f", "%"),
                           num(s.dp_share and 100 * s.dp_share, ".1f", "%"), same])
     lines = [md_table(["task", "method", "n", "tok/s", "x vanilla", "x hf", "tau", "accepted/drafted",
                        "DP share", "lossless"], table)]
-    engine = [r for r in rows if r["method"] != "hf"]
-    if check_lossless and engine:
-        same = sum(hf.get(r["question_id"]) == r["token_ids"] for r in engine)
-        lines.append(f"\nlossless: {same}/{len(engine)} (engine runs token-identical to transformers generate)")
+    if check_lossless:
+        lines.append(f"\nlossless: {lossless_cell(list(verdict.values()))} (engine runs against transformers "
+                     f"generate: token-identical, parted at a rounding tie of the full model's top two, or not)")
+        for (q, m), d in verdict.items():
+            if d.kind != "identical":
+                lines.append(f"  {d.kind}: question {q} {m} at token #{d.position} ({d.token} vs {d.reference}): "
+                             f"margin {num(d.margin, '.3f')} (vanilla {num(d.reference_margin, '.3f')}), "
+                             f"tolerance {num(d.tolerance, '.3g')} in {d.dtype}; {d.reason}")
     return "\n".join(lines)
 
 
@@ -109,8 +146,19 @@ def main(argv=None) -> int:
     if a.answer_dir:
         for path in write_answers(rows, a.answer_dir, model_id(lm.name)):
             print(f"Spec-Bench answers: {path}", file=sys.stderr)
+    verdict = verdicts(rows, a.temperature)
+    if verdict:                     # each engine row also records where and why it left generate's tokens
+        with open(a.out, "w", encoding="utf-8") as f:
+            for row in rows:
+                d = verdict.get((row["question_id"], row["method"]))
+                write_jsonl(f, {**row, "lossless": d.to_dict()} if d else row)
     print(summarize(rows, a.temperature))
     print(graphs_line(rows))
+    errors = [d for d in verdict.values() if d.kind == "error"]
+    if errors:
+        print(f"{PROG}: {len(errors)} engine run(s) left transformers generate without a rounding tie: "
+              f"a bug in the engine", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,146 @@
+"""Ties against errors: the tolerance, the classification, what the engine records, a corrupted verify,
+real bfloat16 partings of the embedded model."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clasp_core import decoding, trace
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.ties import classify, run_tops, tolerance, top_two, ulp
+from tests.conftest import BENCH
+
+PROMPT = [1, 5, 17, 3, 44, 60, 8]
+
+
+def test_tolerance_is_a_few_ulps_of_the_logit_size():
+    assert ulp(20.0, "bfloat16") == 0.125                      # bfloat16's step at logits of 16-32
+    assert ulp(20.0, torch.float16) == 2 ** -10 * 16
+    assert tolerance("bfloat16", 20.0) == 0.5
+    assert tolerance("bfloat16", -40.0) == 1.0                 # the size, not the sign
+    assert tolerance("float32", 20.0) < 1e-5                   # float32 runs must simply be identical
+    with pytest.raises(ValueError, match="unknown dtype"):
+        tolerance("float8", 1.0)
+
+
+def test_top_two_puts_the_argmax_first_also_on_an_exact_tie():
+    logits = torch.tensor([[0.0, 3.0, 3.0, 1.0], [5.0, 1.0, 2.0, 0.0]], dtype=torch.bfloat16)
+    ids, vals = top_two(logits)
+    assert ids == [[1, 2], [0, 2]] and vals == [[3.0, 3.0], [5.0, 2.0]]
+
+
+def tops(*rows):
+    return [(list(i), list(v)) for i, v in rows]
+
+
+def test_classify_identical_tie_and_error():
+    ref = [4, 5, 6, 7]
+    t = tops(([4, 9], [20.0, 10.0]), ([5, 9], [20.0, 10.0]), ([8, 6], [20.0, 19.875]), ([1, 2], [3.0, 2.0]))
+    assert classify(ref, t, ref, "bfloat16").kind == "identical"
+    assert classify(ref[:2], t, ref, "bfloat16").kind == "identical"        # a stopped run agrees as far as it got
+    d = classify([4, 5, 8, 1], t, ref, "bfloat16")
+    assert (d.kind, d.position, d.token, d.reference, d.margin, d.tolerance) == ("tie", 2, 8, 6, 0.125, 0.5)
+    # the same two tokens 2 logits apart: more than rounding explains
+    far = tops(*t[:2], ([8, 6], [20.0, 18.0]))
+    assert classify([4, 5, 8], far, ref, "bfloat16").kind == "error"
+    # in float32 the same 0.125 is no tie
+    assert classify([4, 5, 8, 1], t, ref, "float32").kind == "error"
+    # the run emitted a token its own full model did not rank first: a bug, whatever the margin
+    d = classify([4, 5, 6, 3], tops(*t[:3], ([1, 3], [3.0, 3.0])), [4, 5, 6, 1], "bfloat16")
+    assert d.kind == "error" and "did not rank first" in d.reason
+    # the reference's own top two must tell the same near-tie from the other side
+    mirror = tops(*t[:2], ([6, 8], [20.0, 19.875]))
+    assert classify([4, 5, 8], t, ref, "bfloat16", mirror).kind == "tie"
+    other = tops(*t[:2], ([6, 3], [20.0, 19.875]))
+    assert classify([4, 5, 8], t, ref, "bfloat16", other).kind == "error"
+    assert classify([4, 5, 8], [None] * 3, ref, "bfloat16").reason == "no top-2 was recorded there"
+
+
+def test_greedy_runs_record_the_full_models_top_two_per_token(tiny):
+    tiny.model.generation_config.eos_token_id = None
+    for method in ("clasp", "vanilla"):
+        events = list(generate(tiny, None, GenConfig(max_new_tokens=24, det=0.0, num_skip=2), method,
+                               prompt_ids=PROMPT))
+        ids, t = run_tops(trace.loads(trace.dumps(events)))     # and they survive the trace file
+        assert ids == events[-1].output_ids and len(t) == len(ids) and all(t)
+        assert all(best == tok and l1 >= l2 for tok, ((best, _), (l1, l2)) in zip(ids, t))
+    sampled = list(generate(tiny, None, GenConfig(max_new_tokens=8, temperature=0.8), "clasp", prompt_ids=PROMPT))
+    assert run_tops(sampled)[1] == [None] * 8                  # sampling records nothing, changes nothing
+
+
+def accept_one_rejected(monkeypatch):
+    """Corrupt greedy verification: the first time it rejects a draft token, accept that one too."""
+    real = decoding.greedy_accept
+    done = []
+
+    def corrupted(drafted, targets):
+        acc, nxt, kind = real(drafted, targets)
+        if acc < len(drafted) and not done:
+            done.append(acc)
+            acc += 1
+            nxt, kind = targets[acc], "bonus" if acc == len(drafted) else "corrected"
+        return acc, nxt, kind
+
+    monkeypatch.setattr(decoding, "greedy_accept", corrupted)
+    return done
+
+
+def test_a_corrupted_verification_is_an_error_not_a_tie(tiny, monkeypatch):
+    tiny.model.generation_config.eos_token_id = None
+    cfg = GenConfig(max_new_tokens=32, det=0.0, num_skip=4, draft_len=6)
+    ref = list(generate(tiny, None, cfg, "vanilla", prompt_ids=PROMPT))
+    corrupted = accept_one_rejected(monkeypatch)
+    bad = list(generate(tiny, None, cfg, "clasp", prompt_ids=PROMPT))
+    assert corrupted, "the draft was never rejected: the control tested nothing"
+    ids, t = run_tops(bad)
+    ref_ids, ref_t = run_tops(ref)
+    d = classify(ids, t, ref_ids, "float32", ref_t)
+    assert d.kind == "error" and "did not rank first" in d.reason and d.position is not None
+    # even read as bfloat16 (a tolerance 2^16 times wider), a rejected draft is no tie
+    assert classify(ids, t, ref_ids, "bfloat16", ref_t).kind == "error"
+
+
+TIE_TRACE = Path(__file__).resolve().parents[1] / "assets" / "tie-trace.jsonl"
+
+
+def test_the_recorded_bfloat16_trace_parts_at_a_tie():
+    """assets/tie-trace.jsonl (question 481, rag: a real bfloat16 run of the
+    bench settings, 64 tokens, that parts at token #34; replayed in the browser test) reads as a tie."""
+    from ui.state import views_by_method
+    from ui.timing import lossless_state, parting
+
+    w = views_by_method(trace.read_trace(TIE_TRACE))
+    assert w["clasp"].prefill.dtype == "bfloat16"
+    assert w["clasp"].done.output_ids != w["vanilla"].done.output_ids
+    state, msg = lossless_state(w["clasp"], w["vanilla"])
+    d = parting(w["clasp"], w["vanilla"])
+    assert state == "tie" and f"token #{d.position}," in msg and 0 <= d.margin <= d.tolerance
+
+
+def question(qid: int) -> dict:
+    rows = [json.loads(line) for line in BENCH.read_text().splitlines() if line.strip()]
+    return next(q for q in rows if q["question_id"] == qid)
+
+
+@pytest.fixture(scope="module")
+def bf16():
+    from clasp_core.model import load_model
+    return load_model(None, device="cpu", dtype="bfloat16")
+
+
+@pytest.mark.integration
+def test_bfloat16_engine_runs_part_from_generate_only_at_ties_and_float32_is_identical(bf16, embedded):
+    """Question 81 (writing): in bfloat16 on this CPU, the full model's second token is an exact tie
+    (two logits of 12.0625), which generate and this engine break differently."""
+    from clasp_core.bench import methods, run
+
+    q = question(81)
+    cfg = GenConfig(max_new_tokens=4)
+    rows = [methods.run_one(bf16, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
+    verdicts = run.verdicts(rows, 0.0)
+    kinds = {m: d.kind for (_, m), d in verdicts.items()}
+    assert "tie" in kinds.values() and "error" not in kinds.values(), verdicts
+    assert all(d.position == 1 and d.margin <= d.tolerance for d in verdicts.values() if d.kind == "tie")
+    rows = [methods.run_one(embedded, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
+    assert {d.kind for d in run.verdicts(rows, 0.0).values()} == {"identical"}
