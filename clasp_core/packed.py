@@ -5,7 +5,10 @@ matrix-vector kernel, which on this kind of CPU streams the weights at about 12 
 same product on a copy laid out [in, out] runs at about twice that (measured on the embedded
 model: all decoder-layer projections 35 -> 26 ms, lm_head 9.1 -> 4.6 ms for one token; see
 BENCHMARKS.md). So for blocks of up to ``max_tokens`` tokens the runner uses copies laid out
-[in, out], with q|k|v and gate|up fused into one product each. Longer blocks (the prompt, the
+[in, out], with q|k|v and gate|up fused into one product each. The two projections whose input
+is wider or as wide as their output (o and down) were measured the other way round (down, all
+30 layers, one token: 8.2 ms on its own [out, in] weight against 10.7 ms on a copy, one thread;
+17.6 against 21.8 ms on two), so they keep the modules' own weights. Longer blocks (the prompt, the
 DP's candidates, verifications of 4 or more tokens) keep the modules' own weights, which
 MKL's matrix-matrix kernel reads faster (a 9-token verification: 80 ms against 100 ms packed).
 
@@ -106,9 +109,7 @@ class Packed:
         qkv = _mm(h[0], w.qkv, w.qkv_bias)                      # [T, (n_q + 2 n_kv) hd]
         nqk = (self.n_q + self.n_kv) * hd
         qk = qkv[:, :nqk].view(T, self.n_q + self.n_kv, hd)
-        cos, sin = rope
-        rot = qk.unflatten(-1, (2, hd // 2)).flip(-2).flatten(-2).mul_(sin)   # rotate_half(qk) * sin
-        qk = torch.mul(qk, cos).add_(rot)
+        qk = rotate(qk, rope)
         K.index_copy_(2, at, qk[:, self.n_q:].transpose(0, 1)[None])
         V.index_copy_(2, at, qkv[:, nqk:].view(T, self.n_kv, hd).transpose(0, 1)[None])
         if end is not None:
@@ -131,6 +132,14 @@ class Packed:
 
     def lm_head(self, y: torch.Tensor) -> torch.Tensor:
         return _mm(y, self.head, self.head_bias)
+
+
+def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RoPE on x [T, heads, hd] with ``Packed.rope_tables``: x * cos + rotate_half(x) * sin, in three ops."""
+    cos, sin = rope
+    half = x.shape[-1] // 2
+    rot = x.unflatten(-1, (2, half)).flip(-2).flatten(-2).mul_(sin)     # rotate_half(x) * sin
+    return torch.mul(x, cos).add_(rot)
 
 
 def norm(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
