@@ -130,11 +130,12 @@ class Runner:
             mask = torch.arange(end, device=x.device)[None, :] <= at[:, None]
         rows = slice(T - 1, T) if last_only else slice(None)   # the DP wants the last token's states only
         hs = [x[0, rows]] if hidden else None
+        rope = self.packed.rope_tables(cos, sin) if self.lean(T) else None    # once for all layers
         for i in range(self.num_layers):
             if i not in skip:
                 if self.spread and x.device != self.layer_devices[i]:
                     x, cos, sin, at, mask = move(self.layer_devices[i], x, cos, sin, at, mask)
-                x = self.layer_step(i, x, cos, sin, at, mask, end)
+                x = self.layer_step(i, x, cos, sin, at, mask, end, rope)
             if hidden:
                 hs.append(x[0, rows])
         self.cache.length = end
@@ -146,15 +147,23 @@ class Runner:
         return (logits, torch.stack(hs)) if hidden else logits
 
     # ---- one decoder layer -------------------------------------------------------------------
+    def lean(self, T: int) -> bool:
+        """Whether a block of T tokens runs the packed one-call layer (packed.Packed.layer)."""
+        return self.packed is not None and self.packed.lean and T <= self.packed.max_tokens
+
     def layer_step(self, i: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, at: torch.Tensor,
-                   mask: torch.Tensor | None = None, end: int | None = None) -> torch.Tensor:
+                   mask: torch.Tensor | None = None, end: int | None = None, rope=None) -> torch.Tensor:
         """Decoder layer i on hidden states x [1, T, d] (rotary cos/sin of their positions).
 
         Writes the layer's K/V at cache slots ``at`` ([T]) and attends over slots [0, end) (the
         whole cache with None) under ``mask`` ([T, end] bool, True = may attend; None: one token
-        sees every slot, several are a causal block from slot 0). Returns the layer's output."""
+        sees every slot, several are a causal block from slot 0). Returns the layer's output.
+        ``rope``: cos/sin as ``Packed.rope_tables`` lays them out, when the caller made them once."""
         layer, att = self.layers[i], self.layers[i].self_attn
         T = x.shape[1]
+        if self.lean(T):
+            K, V = self.cache.view(i)
+            return self.packed.layer(i, x, rope or self.packed.rope_tables(cos, sin), at, mask, K, V, end)
         pk = self.packed if self.packed is not None and T <= self.packed.max_tokens else None
         h = layer.input_layernorm(x)
         q, k, v = pk.qkv(i, h) if pk else (att.q_proj(h), att.k_proj(h), att.v_proj(h))

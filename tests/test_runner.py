@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from clasp_core.packed import norm as packed_norm, rotate
 from clasp_core.runner import Runner
 from tests.conftest import tiny_llama
 
@@ -121,14 +122,16 @@ def test_other_llama_family_architectures_match_hf(kind):
     torch.testing.assert_close(torch.cat([prefill, torch.stack(steps)]), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
 def test_cpu_packed_weights_give_the_modules_results(kind, monkeypatch):
-    """Short blocks on a CPU multiply by [in, out] copies (fused q|k|v, gate|up); same numbers as the modules."""
-    model = tiny_llama() if kind == "llama" else tiny_of("qwen2")      # qwen2: q/k/v with biases
+    """Short blocks on a CPU multiply by [in, out] copies (fused q|k|v, gate|up) in one lean layer call
+    (not Qwen3's, whose per-head q/k norms run as modules); same numbers as the modules."""
+    model = tiny_llama() if kind == "llama" else tiny_of(kind)      # qwen2: q/k/v with biases
     packed = Runner(model, capacity=32)
     monkeypatch.setenv("CLASP_CPU_PACKED", "0")
     plain = Runner(model, capacity=32)
     assert packed.packed is not None and plain.packed is None
+    assert packed.lean(1) == (kind != "qwen3") and not packed.lean(4)
     ids = torch.tensor([5, 17, 3, 44, 60, 8, 9, 11, 12])
     torch.testing.assert_close(packed.forward(ids[:4], 0), plain.forward(ids[:4], 0))   # prompt: modules in both
     start = 4
@@ -141,6 +144,28 @@ def test_cpu_packed_weights_give_the_modules_results(kind, monkeypatch):
         start += T
     for i in (0, 2):
         torch.testing.assert_close(packed.cache.k[i][:, :, :start], plain.cache.k[i][:, :, :start], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(packed.cache.v[i][:, :, :start], plain.cache.v[i][:, :, :start], rtol=1e-5, atol=1e-5)
+
+
+def test_lean_rope_and_norm_are_bitwise_those_of_transformers():
+    """The lean layer's RoPE (halves swapped times a sign-folded sine) and fused RMSNorm round as HF's."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    model = tiny_llama()
+    runner = Runner(model, capacity=32)
+    pk = runner.packed
+    torch.manual_seed(1)
+    T, hd = 3, pk.head_dim
+    qk = torch.randn(T, pk.n_q + pk.n_kv, hd)
+    cos, sin = runner.rotary(qk, torch.arange(7, 7 + T)[None])
+    ref_q, ref_k = apply_rotary_pos_emb(qk[None, :, :pk.n_q].transpose(1, 2), qk[None, :, pk.n_q:].transpose(1, 2),
+                                        cos, sin)
+    ours = rotate(qk, pk.rope_tables(cos, sin))
+    assert torch.equal(ours[:, :pk.n_q], ref_q[0].transpose(0, 1))
+    assert torch.equal(ours[:, pk.n_q:], ref_k[0].transpose(0, 1))
+    x = torch.randn(1, T, runner.hidden) * 3
+    norm = model.model.layers[0].input_layernorm
+    assert torch.equal(packed_norm(norm, x), norm(x))
 
 
 def test_kv_cache_writes_at_positions_views_up_to_an_end_and_rolls_back():
