@@ -37,7 +37,8 @@ from clasp_core.presets import SMOLLM2_HUB, presets_for
 from clasp_core.strategies import DP_STRATEGIES
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
-from ui.live import Pacer, batches, start_engine
+from ui.engine import ENGINE
+from ui.live import Pacer, RunStop, batches, start_engine
 from ui.state import RunState, is_plain
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
@@ -59,6 +60,10 @@ ARGS = argparse.Namespace(model=None, device="auto")
 
 
 def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
+    """The model for spec and device, loaded and warmed up once; always in the engine thread (ui.engine),
+    the one thread that runs torch in this process."""
+    if not ENGINE.here():
+        return ENGINE.call(get_model, spec, device, progress, warm)
     key = ((spec or "").strip() or DEFAULT_SPEC, device)
     with _models_lock:
         if key not in _models:
@@ -72,13 +77,13 @@ def get_model(spec: str | None, device: str, progress=None, warm: bool = True):
 
 
 class Loading:
-    """Load (or reuse) a model in a thread; iterating yields its progress lines (download size and
-    speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
+    """Load (or reuse) a model in the engine thread; iterating yields its progress lines (download size
+    and speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
 
     def __init__(self, spec: str | None, device: str):
         self.lines: queue.SimpleQueue = queue.SimpleQueue()
         self.result: dict = {}
-        threading.Thread(target=self._work, args=(spec, device), daemon=True).start()
+        ENGINE.submit(self._work, spec, device)
 
     def _work(self, spec, device):
         try:
@@ -177,8 +182,12 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
+    try:
+        seed = int(seed if seed is not None else 0)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"The seed must be a whole number, got {seed!r}.") from None
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
-                    temperature=float(temperature), top_p=float(top_p), seed=int(seed),
+                    temperature=float(temperature), top_p=float(top_p), seed=seed,
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
     loaded = _models.get(((model or "").strip() or DEFAULT_SPEC, ARGS.device))
     try:                                     # M's bound too, when this model is the one in memory
@@ -207,9 +216,10 @@ def decode(prompt, model, cfg, key, history):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
     {view name: value} (plain data, so they can cross from a ZeroGPU process).
 
-    The engine runs in its own thread (ui.live), so decoding never waits for the page."""
+    Loading, warm-up and decoding run in the engine thread (ui.engine), so decoding never waits for
+    the page and all torch work shares one OpenMP team."""
     V = {name: name for name in VIEW_COMPONENTS}
-    stop_flag = StopFlag(key)
+    stop_flag = RunStop(StopFlag(key))
     try:
         loading = Loading(model, ARGS.device)
         for line in loading:
@@ -218,7 +228,7 @@ def decode(prompt, model, cfg, key, history):
         if cfg.strategy == "static":
             yield {V["status"]: "Finding the static skip set for this model and M: a search on calibration "
                                 "prompts, once (cached afterwards)…"}
-        first = generate(lm, prompt, cfg, "clasp", stop_flag)       # validates prompt and settings
+        first = ENGINE.call(generate, lm, prompt, cfg, "clasp", stop_flag)   # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive
