@@ -39,7 +39,8 @@ from ui import replay
 from ui.auto_view import auto_summary
 from ui.compare import STRATEGIES, remember
 from ui.dp_view import choice_label
-from ui.live import Pacer, batches, start_engine
+from ui.engine import ENGINE
+from ui.live import Pacer, RunStop, batches, start_engine
 from ui.models import ModelCache, Policy, default_spec
 from ui.state import RunState
 from ui.views import VIEWS, Snapshot, build_tabs, render
@@ -74,6 +75,10 @@ def default_dtype() -> str:
 
 
 def get_model(spec: str | None, device: str, progress=None, warm: bool = True, dtype: str | None = "auto"):
+    """The model for spec, device and dtype, loaded and warmed up once; always in the engine thread
+    (ui.engine), the one thread that runs torch in this process."""
+    if not ENGINE.here():
+        return ENGINE.call(get_model, spec, device, progress, warm, dtype)
     spec, device, dtype = model_key(spec, device, dtype)
     return MODELS.get(spec, device, progress, prepare=warm_up if warm else None, dtype=dtype)
 
@@ -100,13 +105,13 @@ MODELS.policy = model_policy(ARGS)
 
 
 class Loading:
-    """Load (or reuse) a model in a thread; iterating yields its progress lines (download size and
-    speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
+    """Load (or reuse) a model in the engine thread; iterating yields its progress lines (download size
+    and speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
 
     def __init__(self, spec: str | None, device: str, dtype: str | None = "auto"):
         self.lines: queue.SimpleQueue = queue.SimpleQueue()
         self.result: dict = {}
-        threading.Thread(target=self._work, args=(spec, device, dtype), daemon=True).start()
+        ENGINE.submit(self._work, spec, device, dtype)
 
     def _work(self, spec, device, dtype):
         try:
@@ -197,8 +202,12 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
         MODELS.policy.check(default_spec(model, DEFAULT_SPEC))
     except ValueError as e:
         raise gr.Error(str(e)) from None
+    try:
+        seed = int(seed if seed is not None else 0)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"The seed must be a whole number, got {seed!r}.") from None
     cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
-                    temperature=float(temperature), top_p=float(top_p), seed=int(seed),
+                    temperature=float(temperature), top_p=float(top_p), seed=seed,
                     max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
     try:
         loaded = _models.get(model_key(model, ARGS.device, dtype))
@@ -257,9 +266,10 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
     """Decode with CLaSp, then with vanilla on the same prompt and settings; yield snapshots as
     {view name: value} (plain data, so they can cross from a ZeroGPU process).
 
-    The engine runs in its own thread (ui.live), so decoding never waits for the page."""
+    Loading, warm-up and decoding run in the engine thread (ui.engine), so decoding never waits for
+    the page and all torch work shares one OpenMP team."""
     V = {name: name for name in VIEW_COMPONENTS}
-    stop_flag = StopFlag(key)
+    stop_flag = RunStop(StopFlag(key))
     try:
         loading = Loading(model, ARGS.device, dtype)
         for line in loading:
@@ -268,7 +278,7 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
         if cfg.strategy == "static":
             yield {V["status"]: "Finding the static skip set for this model and M: a search on calibration "
                                 "prompts, once (cached afterwards)…"}
-        first = generate(lm, prompt, cfg, "clasp", stop_flag)       # validates prompt and settings
+        first = ENGINE.call(generate, lm, prompt, cfg, "clasp", stop_flag)   # validates prompt and settings
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Exception as e:  # noqa: BLE001 - show it in the page, keep the app alive

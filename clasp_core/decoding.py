@@ -29,6 +29,7 @@ from .ties import top_two
 from .trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 METHODS = ("clasp", "vanilla")
+SEED_MAX = 2**63 - 1                # a seed must fit a signed 64-bit integer
 
 
 @dataclass
@@ -65,6 +66,8 @@ class GenConfig:
             (isinstance(self.loi, int) and self.loi >= 1, f"LOI must be at least 1 round, got {self.loi}"),
             (_num(self.temperature) and self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
             (_num(self.top_p) and 0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1], got {self.top_p}"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= SEED_MAX,     # past 64 bits torch's generator overflows
+             f"seed must be a whole number from 0 to 2**63 - 1 ({SEED_MAX}), got {self.seed}"),
             (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
              f"max new tokens must be at least 1, got {self.max_new_tokens}"),
             (self.strategy in STRATEGIES,

@@ -220,10 +220,19 @@ class TestSampledRunsAreExact:
     (dict(top_p=0.0), "top-p"),
     (dict(loi=0), "LOI"),
     (dict(max_new_tokens=0), "max new tokens"),
+    (dict(seed=2**70), r"seed must be a whole number from 0 to 2\*\*63 - 1"),
+    (dict(seed=-1), r"seed must be a whole number from 0 to 2\*\*63 - 1"),
 ])
 def test_bad_parameters_raise_clear_value_errors(tiny, kw, msg):
     with pytest.raises(ValueError, match=msg):
         generate(tiny, None, GenConfig(**kw), prompt_ids=PROMPT)
+
+
+def test_the_largest_seed_samples(tiny):
+    """A seed too large for 64 bits is the clear error above, not torch's overflow; the largest one runs."""
+    cfg = GenConfig(num_skip=2, temperature=0.8, seed=2**63 - 1, max_new_tokens=4)
+    a, b = (list(generate(tiny, None, cfg, prompt_ids=PROMPT))[-1] for _ in range(2))
+    assert a.new_tokens >= 1 and a.output_ids == b.output_ids
 
 
 def test_empty_and_too_long_prompts(tiny):

@@ -74,3 +74,15 @@ def test_pacer_spaces_snapshots_by_their_cost():
     t0 = time.perf_counter()
     p.done(0.2, heavy=True)                    # a heavy snapshot: the next heavy one 10 s later
     assert p.next_heavy - t0 >= 9.9
+
+
+def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
+    from ui.live import RunStop
+
+    flag = threading.Event()                   # the visitor's flag, shared by their runs
+    old = RunStop(flag)
+    old.set()                                  # the page went away: the old run must stop
+    flag.clear()                               # the visitor's next run clears their flag
+    assert old.is_set() and not RunStop(flag).is_set()
+    flag.set()                                 # Stop reaches a run through the visitor's flag
+    assert RunStop(flag).is_set()

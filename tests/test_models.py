@@ -223,9 +223,9 @@ class FakeMachine:
         self.go = {}                                   # spec -> Event the load waits for (when set up)
 
     def free(self, device=None) -> int:
-        return int(self.ram - sum(self.sizes[spec] for spec, _ in self.cache.models))
+        return int(self.ram - sum(self.sizes[spec] for spec, *_ in self.cache.models))
 
-    def loader(self, spec, device, progress=None, guard=None):
+    def loader(self, spec, device, dtype="auto", progress=None, guard=None):
         if spec in self.go:
             self.go[spec].wait(30)
         guard.check_memory(spec, fit.Need(weights=self.sizes[spec]), torch.device("cpu"), torch.float32)
@@ -246,10 +246,10 @@ class FakeMachine:
 
 def serves(cache: ModelCache, spec="default") -> bool:
     """The model answers a short run (and was not loaded again for it)."""
-    loads = cache.loads[(spec, "cpu")]
+    loads = cache.loads[(spec, "cpu", "auto")]
     lm = cache.get(spec, "cpu")
     done = list(generate(lm, None, GenConfig(num_skip=1, max_new_tokens=4), "vanilla", prompt_ids=[5, 6, 7]))[-1]
-    return done.stop_reason in ("eos", "max_new_tokens") and cache.loads[(spec, "cpu")] == loads
+    return done.stop_reason in ("eos", "max_new_tokens") and cache.loads[(spec, "cpu", "auto")] == loads
 
 
 def test_lru_bounded_by_memory_keeps_the_default_and_what_queued_runs_want():
@@ -259,25 +259,25 @@ def test_lru_bounded_by_memory_keeps_the_default_and_what_queued_runs_want():
     cache.get("default", "cpu")
     cache.get("a", "cpu")
     cache.get("b", "cpu")                             # 1 + 3.3 + 3.3 fit in 10: nothing evicted
-    assert set(k for k, _ in cache.models) == {"default", "a", "b"}
+    assert set(k for k, *_ in cache.models) == {"default", "a", "b"}
     cache.get("a", "cpu")                             # a used last: b is the least recently used
     cache.get("c", "cpu")
-    assert set(k for k, _ in cache.models) == {"default", "a", "c"}
+    assert set(k for k, *_ in cache.models) == {"default", "a", "c"}
 
     queue += [("a", "cpu"), ("c", "cpu")]             # a run on a is queued, then one on c
     with pytest.raises(ValueError, match=r"^Not loaded: b needs ~3\.3 GB .* 3\.0 GB of RAM free: pick a smaller"):
         cache.get("b", "cpu")                         # only a or c could make room, and runs wait for them
-    assert set(k for k, _ in cache.models) == {"default", "a", "c"}
+    assert set(k for k, *_ in cache.models) == {"default", "a", "c"}
     queue.remove(("a", "cpu"))                        # the run on a started (and ended): c is still wanted
     cache.get("b", "cpu")
-    assert set(k for k, _ in cache.models) == {"default", "b", "c"}
+    assert set(k for k, *_ in cache.models) == {"default", "b", "c"}
 
     with pytest.raises(ValueError, match=r"needs ~22\.0 GB .* 3\.0 GB of RAM free \(and 3\.0 GB held by other "
                                          r"models it may evict\)"):
         cache.get("huge", "cpu")                      # refused without evicting anything
-    assert set(k for k, _ in cache.models) == {"default", "b", "c"}
+    assert set(k for k, *_ in cache.models) == {"default", "b", "c"}
     queue.clear()
-    assert serves(cache) and cache.loads[("default", "cpu")] == 1
+    assert serves(cache) and cache.loads[("default", "cpu", "auto")] == 1
 
 
 def test_refusals_leave_the_default_serving(huge_dir, online_hub, monkeypatch):
@@ -295,7 +295,7 @@ def test_refusals_leave_the_default_serving(huge_dir, online_hub, monkeypatch):
                       (str(huge_dir), "of RAM free: pick a smaller model, or float16 on a GPU")]:
         with pytest.raises(ValueError, match=said):
             cache.get(bad, "cpu")
-        assert serves(cache) and list(cache.models) == [("default", "cpu")]
+        assert serves(cache) and list(cache.models) == [("default", "cpu", "auto")]
 
 
 def test_a_run_that_waits_for_another_load_says_so():
@@ -313,7 +313,7 @@ def test_a_run_that_waits_for_another_load_says_so():
     t.join(30)
     waiter.join(30)
     assert said[0] == "Waiting: a is loading for another run; this run starts after it…"
-    assert set(cache.models) == {("a", "cpu"), ("default", "cpu")}
+    assert set(cache.models) == {("a", "cpu", "auto"), ("default", "cpu", "auto")}
 
 
 # ---- through the page: two visitors -----------------------------------------------------------
@@ -348,8 +348,9 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
 
     default = "SmolLM2-135M-Instruct (embedded"
     done(run(a, ""), default)
-    key = ("default", app.ARGS.device)
+    key = app.model_key("", app.ARGS.device)
     loads = app.MODELS.loads[key]
+    assert loads == 1
     for model, said in [("other/model", "Model 'other/model' is not offered on this Space"),
                         ("org/big-70b", r"Not downloaded: org/big-70b is 141\.0 GB .* cap of 20\.0 GB "
                                         r"\(CLASP_MAX_DOWNLOAD_GB\)"),
@@ -365,7 +366,7 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
         statuses = done(job_a, default)
         assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
     assert app.MODELS.loads[key] == loads                                  # never reloaded
-    assert app.MODELS.loads[("org/tiny-llama", app.ARGS.device)] == 1       # kept in the LRU, memory allowing
+    assert app.MODELS.loads[app.model_key("org/tiny-llama", app.ARGS.device)] == 1       # kept in the LRU, memory allowing
 
 
 

@@ -1,7 +1,7 @@
 """Streaming a run to the page without slowing it down.
 
-The engine runs in its own thread and drops its events in a queue, so decoding never waits for the
-page. The page side drains the queue and sends a snapshot when the ``Pacer`` allows: the time spent
+The engine runs in the app's one engine thread (ui.engine) and drops its events in a queue, so
+decoding never waits for the page. The page side drains the queue and sends a snapshot when the ``Pacer`` allows: the time spent
 rendering (ours, and Gradio's while the handler is suspended at its yield) is kept to a small share
 of the elapsed time, with heavy views (figures, tables) refreshed far more rarely than the tokens.
 """
@@ -11,6 +11,8 @@ import queue
 import threading
 import time
 from typing import Callable, Iterable, Iterator
+
+from ui.engine import ENGINE, EngineThread
 
 END = object()
 
@@ -56,11 +58,29 @@ class Pacer:
         self.next_live = now + max(self.min_interval, self.live_cost / self.share)
 
 
-def start_engine(runs: Iterable[Callable[[], Iterable]], stop: threading.Event) -> queue.SimpleQueue:
-    """Run each event stream in turn in a background thread; events (then END) arrive in the queue.
+class RunStop:
+    """One run's stop: the visitor's flag (Stop), or the page's own end of the run. The latter is
+    never cleared, so a later run that clears the visitor's flag cannot revive a run that is still
+    finishing in the engine thread."""
+
+    def __init__(self, flag):
+        self.flag, self.ended = flag, threading.Event()
+
+    def set(self):
+        self.ended.set()
+        self.flag.set()
+
+    def is_set(self) -> bool:
+        return self.ended.is_set() or self.flag.is_set()
+
+
+def start_engine(runs: Iterable[Callable[[], Iterable]], stop: threading.Event,
+                 engine: EngineThread = ENGINE) -> queue.SimpleQueue:
+    """Run each event stream in turn in the engine thread; events (then END) arrive in the queue.
 
     An exception inside the engine is put in the queue too, for the page to report. ``runs`` are
     callables so that a later run (vanilla) is only started if the user has not pressed Stop.
+    The streams run after any job queued before them (a stopped run still finishing its round).
     """
     q: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -76,7 +96,7 @@ def start_engine(runs: Iterable[Callable[[], Iterable]], stop: threading.Event) 
         finally:
             q.put(END)
 
-    threading.Thread(target=work, name="clasp-engine", daemon=True).start()
+    engine.submit(work)
     return q
 
 

@@ -106,7 +106,7 @@ class Entry:
 
 
 class ModelCache:
-    """Loaded models by (spec, device): the resident ones stay, the others are evicted least recently
+    """Loaded models by (spec, device, dtype): the resident ones stay, the others are evicted least recently
     used first, and only when a load needs their memory and no queued run wants them (``queued``
     says which models the waiting runs asked for).
 
@@ -119,8 +119,8 @@ class ModelCache:
         self.policy = policy or Policy()
         self.loader = loader
         self.resident = set(resident)
-        self.models: dict[tuple[str, str], LoadedModel] = {}
-        self.entries: dict[tuple[str, str], Entry] = {}
+        self.models: dict[tuple[str, str, str], LoadedModel] = {}
+        self.entries: dict[tuple[str, str, str], Entry] = {}
         self.queued = queued                                      # the keys of the runs waiting their turn
         self.loading: str | None = None                           # the spec being loaded now
         self.loads: Counter = Counter()                           # key -> times loaded (tests, logs)
@@ -131,10 +131,10 @@ class ModelCache:
 
     # ---- loading -----------------------------------------------------------------------------
     def get(self, spec: str, device: str, progress: Callable[[str], None] | None = None,
-            prepare: Callable[[LoadedModel], None] | None = None) -> LoadedModel:
-        """The model, loaded if need be; the allow-list, download and memory checks come first, and a
-        refusal leaves every loaded model as it was."""
-        key = (spec, device)
+            prepare: Callable[[LoadedModel], None] | None = None, dtype: str = "auto") -> LoadedModel:
+        """The model in ``dtype``, loaded if need be; the allow-list, download and memory checks come first,
+        and a refusal leaves every loaded model as it was. Keys are (spec, device, dtype)."""
+        key = (spec, device, dtype)
         self.policy.check(spec)
         if key in self.models:
             return self._touch(key)
@@ -145,7 +145,7 @@ class ModelCache:
                 return self._touch(key)
             self.loading = spec
             try:
-                lm = self.loader(spec, device=device, progress=progress, guard=self.make_guard(key))
+                lm = self.loader(spec, device=device, dtype=dtype, progress=progress, guard=self.make_guard(key))
                 if prepare is not None:
                     prepare(lm)
             finally:
@@ -160,13 +160,13 @@ class ModelCache:
         self.entries[key].used = time.monotonic()
         return self.models[key]
 
-    def evictable(self, keep: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    def evictable(self, keep: tuple[str, str, str] | None = None) -> list[tuple[str, str, str]]:
         """Loaded models that may go, least recently used first: not resident, not wanted by a queued run,
         on the device of ``keep`` (the model about to load). A running run's model is never among them:
         runs and loads take turns (one run at a time), and a run's own load keeps its model."""
-        wanted = set(self.queued())
+        wanted = {tuple(w[:2]) for w in self.queued()}              # (spec, device): any dtype of it stays
         with self.book:
-            keys = [k for k in self.entries if k[0] not in self.resident and k not in wanted and k != keep
+            keys = [k for k in self.entries if k[0] not in self.resident and k[:2] not in wanted and k != keep
                     and (keep is None or k[1] == keep[1])]
         return sorted(keys, key=lambda k: self.entries[k].used)
 

@@ -1,11 +1,19 @@
-"""Page overhead: what a visitor waits for through the app, against the engine's own wall time.
+"""Page overhead: what a visitor waits for through the app, against the engine alone.
 
-    python -m ui.page_bench [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96]
+    python -m ui.page_bench [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96] [--repeat 2]
+    python -m ui.page_bench --micro            # the issue-15 matrix-vector product, thread by thread
 
-Starts ``app.py`` in its own process on a free local port, warms the model up with one short run,
-then drives each run through the app's API with gradio_client (what the page does): the clock runs
-from submit to the last update. The engine's time is read from the run's own trace (CLaSp + vanilla
-``Done.wall_s``). The goal is a ratio of at most 1.2 while tokens still stream live.
+The engine alone: a fresh Python process loads the model and warms it up as the app does, then
+decodes CLaSp and then vanilla with ``generate()`` on its main thread; the clock runs around the two
+decodes. The page: ``app.py`` in its own process on a free local port, warmed up with one short run,
+driven through its API with gradio_client (what the page does); the clock runs from submit to the
+last update. Each is the minimum of ``--repeat`` runs (the machine may be shared). The goal is a
+ratio page / alone of at most 1.1. The engine's own clock inside the page (``Done.wall_s`` of the
+run's trace) is printed beside them: it shows whether the engine itself ran slower in the app.
+
+``--micro`` times one ``F.linear`` of 1x576 by 576x1536 (a SmolLM2 MLP projection) in a fresh process
+per row: on the main thread, in a second thread after the main thread ran torch, in a new thread
+after a loading thread ran torch (the app before issue 15), and in the app's engine thread.
 """
 from __future__ import annotations
 
@@ -15,12 +23,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from clasp_core import trace
 
 ROOT = Path(__file__).resolve().parents[1]
+# Spec-Bench question 161 (translation), shipped in clasp_core/bench/data/spec_bench_dev.jsonl
 TRANSLATION = ("Translate German to English: Pfandhäuser boomen in Singapur , da die Krise in der "
                "Mittelschicht angekommen ist")
 # the two runs of issue 9: fixed CLaSp settings, and the page's own defaults (auto on)
@@ -28,6 +38,8 @@ RUNS = {
     "fixed": dict(num_skip=14, draft_len=8, det=0.7, loi=1, auto=False),
     "defaults": dict(num_skip=14, draft_len=8, det=0.7, loi=1, auto=True),
 }
+WARM = dict(prompt="Hi.", settings=RUNS["fixed"], max_new=8)      # the short run both sides start with
+MICRO = ("main", "second-thread", "after-load-thread", "app-engine")
 
 
 def free_port() -> int:
@@ -36,9 +48,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, extra: list[str]) -> subprocess.Popen:
+# ---- the engine alone, on the main thread of a fresh process ---------------------------------
+def alone_in_process(prompt: str, settings: dict, max_new: int, repeat: int, model: str | None) -> dict:
+    """Run `alone` in a fresh interpreter (this module's --alone) and read back its JSON line."""
+    job = json.dumps(dict(prompt=prompt, settings=settings, max_new=max_new, repeat=repeat, model=model))
+    out = subprocess.run([sys.executable, "-m", "ui.page_bench", "--alone", job], cwd=ROOT, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def alone(prompt: str, settings: dict, max_new: int, repeat: int, model: str | None) -> dict:
+    """Load and warm up as the app does, then time CLaSp then vanilla on this (main) thread."""
+    from clasp_core.decoding import GenConfig, generate
+    from clasp_core.model import load_model
+
+    lm = load_model(model or "default", device="auto")
+    for method in ("clasp", "vanilla"):                           # app.get_model's warm-up
+        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+    decode_both(lm, WARM["prompt"], WARM["settings"], WARM["max_new"])   # page_bench's warm-up run
+    best = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        done = decode_both(lm, prompt, settings, max_new)
+        seconds = time.perf_counter() - t0
+        if best is None or seconds < best["alone_s"]:
+            best = dict(alone_s=seconds, alone_tokens={d.method: d.new_tokens for d in done})
+    return best
+
+
+def decode_both(lm, prompt: str, settings: dict, max_new: int) -> list:
+    from clasp_core.decoding import GenConfig, generate
+
+    cfg = GenConfig(max_new_tokens=max_new, temperature=0.0, top_p=1.0, seed=0, **settings)
+    return [list(generate(lm, prompt, cfg, method))[-1] for method in ("clasp", "vanilla")]
+
+
+# ---- the page, through gradio_client -----------------------------------------------------------
+def start_app(port: int, extra: list[str], app_dir: Path = ROOT) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *extra], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, str(app_dir / "app.py"), "--port", str(port), *extra], cwd=app_dir,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -80,39 +128,139 @@ def drive(client, prompt: str, settings: dict, max_new: int) -> dict:
     done = [e for e in trace.read_trace(path) if isinstance(e, trace.Done)]
     engine_s = sum(d.wall_s for d in done)
     tokens = {d.method: d.new_tokens for d in done}
-    return dict(page_s=page_s, engine_s=engine_s, ratio=page_s / engine_s, updates=updates,
-                updates_per_s=updates / page_s, first_update_s=first, tokens=tokens)
+    return dict(page_s=page_s, engine_s=engine_s, updates=updates, updates_per_s=updates / page_s,
+                first_update_s=first, tokens=tokens)
 
 
+def page(client, prompt: str, settings: dict, max_new: int, repeat: int) -> dict:
+    """The fastest of `repeat` runs through the page."""
+    return min((drive(client, prompt, settings, max_new) for _ in range(repeat)), key=lambda r: r["page_s"])
+
+
+# ---- the microbenchmark -------------------------------------------------------------------------
+def linear_us(reps: int = 5000) -> tuple[float, float]:
+    """Microseconds per F.linear(1x576, 576x1536) in the calling thread, and CPU cores busy meanwhile."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 576), torch.randn(1536, 576)
+    for _ in range(200):
+        F.linear(x, w)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(reps):
+        F.linear(x, w)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return 1e6 * wall / reps, cpu / wall
+
+
+def in_thread(fn):
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def micro(where: str) -> tuple[float, float]:
+    """The microbenchmark where the app (or a plain script) would run it; `where` is one of MICRO."""
+    import torch
+
+    if where == "main":
+        return linear_us()
+    if where == "second-thread":
+        torch.ones(256, 256) @ torch.ones(256, 256)               # the main thread has used torch
+        return in_thread(linear_us)
+    if where == "after-load-thread":                              # the app before: load, then a thread per run
+        from clasp_core.decoding import GenConfig, generate
+        from clasp_core.model import load_model
+
+        in_thread(lambda: list(generate(load_model("default", device="cpu"), "Hi.", GenConfig(max_new_tokens=4),
+                                        "vanilla")))
+        return in_thread(linear_us)
+    if where == "app-engine":                                     # the app now: its engine thread
+        sys.path.insert(0, str(ROOT))
+        import app
+        from ui.engine import ENGINE
+
+        app.get_model("default", "cpu")
+        return ENGINE.call(linear_us)
+    raise ValueError(f"unknown place {where!r}; use one of {', '.join(MICRO)}")
+
+
+def micro_table(repeat: int) -> list[dict]:
+    rows = []
+    print(f"{'where F.linear 1x576 by 576x1536 runs (5000 reps)':<52} {'us / call':>9} {'cores busy':>10}")
+    for where in MICRO:
+        runs = []
+        for _ in range(repeat):                                   # a fresh process each time
+            out = subprocess.run([sys.executable, "-m", "ui.page_bench", "--micro-in", where], cwd=ROOT,
+                                 check=True, capture_output=True, text=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        best = min(runs, key=lambda r: r["us"])
+        rows.append(dict(where=where, **best))
+        print(f"{where:<52} {best['us']:9.1f} {best['cores']:10.2f}", flush=True)
+    return rows
+
+
+# ---- the table ----------------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="fixed,defaults", help=f"comma list of {', '.join(RUNS)}")
     ap.add_argument("--prompt", default=TRANSLATION)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the minimum is kept")
+    ap.add_argument("--model", default=None, help="model for both sides (default: the app's default)")
     ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--device cpu'")
+    ap.add_argument("--app-dir", type=Path, default=ROOT, help="the app to drive (e.g. another checkout)")
+    ap.add_argument("--micro", action="store_true", help="only the F.linear microbenchmark, thread by thread")
     ap.add_argument("--out", help="also write the rows as JSON lines here")
+    ap.add_argument("--alone", help=argparse.SUPPRESS)            # the child: one engine-alone job (JSON)
+    ap.add_argument("--micro-in", choices=MICRO, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    from gradio_client import Client
-
-    port = free_port()
-    proc = start_app(port, a.app_args.split())
-    rows = []
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        drive(client, "Hi.", RUNS["fixed"], 8)                  # loads and warms the model
-        print(f"{'run':<10} {'page s':>8} {'engine s':>9} {'ratio':>6} {'updates':>8} {'upd/s':>6} "
-              f"{'first s':>8}  tokens")
-        for name in a.runs.split(","):
-            r = dict(run=name, **drive(client, a.prompt, RUNS[name], a.max_new_tokens))
-            rows.append(r)
-            print(f"{name:<10} {r['page_s']:8.1f} {r['engine_s']:9.1f} {r['ratio']:5.2f}x {r['updates']:8d} "
-                  f"{r['updates_per_s']:6.1f} {r['first_update_s']:8.2f}  {r['tokens']}", flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    if a.alone:
+        print(json.dumps(alone(**json.loads(a.alone))))
+        return 0
+    if a.micro_in:
+        us, cores = micro(a.micro_in)
+        print(json.dumps(dict(us=us, cores=cores)))
+        return 0
+    if a.micro:
+        rows = micro_table(a.repeat)
+    else:
+        rows = page_table(a)
     if a.out:
         Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0
+
+
+def page_table(a) -> list[dict]:
+    from gradio_client import Client
+
+    names = a.runs.split(",")
+    alone_rows = {name: alone_in_process(a.prompt, RUNS[name], a.max_new_tokens, a.repeat, a.model)
+                  for name in names}
+    port = free_port()
+    extra = a.app_args.split() + (["--model", a.model] if a.model else [])
+    proc = start_app(port, extra, a.app_dir.resolve())
+    rows = []
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        drive(client, WARM["prompt"], WARM["settings"], WARM["max_new"])     # loads and warms the model
+        print(f"min of {a.repeat} runs each; alone = generate() on the main thread of a fresh process")
+        print(f"{'run':<10} {'alone s':>8} {'page s':>8} {'page/alone':>10} {'engine s':>9} {'updates':>8} "
+              f"{'upd/s':>6} {'first s':>8}  tokens")
+        for name in names:
+            r = dict(run=name, **alone_rows[name], **page(client, a.prompt, RUNS[name], a.max_new_tokens, a.repeat))
+            r["ratio"] = r["page_s"] / r["alone_s"]
+            rows.append(r)
+            print(f"{name:<10} {r['alone_s']:8.1f} {r['page_s']:8.1f} {r['ratio']:9.2f}x {r['engine_s']:9.1f} "
+                  f"{r['updates']:8d} {r['updates_per_s']:6.1f} {r['first_update_s']:8.2f}  {r['tokens']}"
+                  + ("" if r["tokens"] == r["alone_tokens"] else f" (alone: {r['alone_tokens']})"), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return rows
 
 
 if __name__ == "__main__":
