@@ -86,6 +86,9 @@ class Round:
     start: int                     # output index of the round's first emitted token
     k_max: int | None = None       # K planned for the round (0: a plain full-model step; None: an older trace)
     choice: int = -1               # index (within this run) of the LayerChoice in force; -1 before the first
+    # where the drafts came from: None = the skipped-layer draft (``skip``), else the prompt-lookup match:
+    # {n, ngram, start, copied_from, length, in_prompt}; positions index the context, prompt then output
+    lookup: dict | None = None
     kind: str = "round"
 
 
