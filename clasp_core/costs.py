@@ -55,7 +55,10 @@ class Costs:
 
 
 def draft_steps(r: Round) -> int:
-    """Draft forward passes a round ran: its drafts, plus the one whose guess fell below DET."""
+    """Draft forward passes a round ran: its drafts, plus the one whose guess fell below DET.
+    A copied draft (prompt lookup) runs none: it costs only its verification."""
+    if getattr(r, "lookup", None):
+        return 0
     n = len(r.drafted)
     if r.k_max is None:                       # an older trace: a round with a skip set but no drafts
         return n or int(bool(r.skip) and r.draft_s > 0)    # ran one step below DET
@@ -65,14 +68,14 @@ def draft_steps(r: Round) -> int:
 
 def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) -> Costs | None:
     """The cost model's terms measured in a CLaSp run; ``step_s``: one plain step, e.g. from vanilla."""
-    drafting = [r for r in rounds if draft_steps(r) > 0]
+    drafting = [r for r in rounds if draft_steps(r) > 0 or getattr(r, "lookup", None)]
     if not drafting or step_s <= 0:
         return None
-    steps = sum(draft_steps(r) for r in drafting)
+    steps = sum(draft_steps(r) for r in drafting)       # copied rounds add none: k̄ averages them in as free
     dp_runs = [c.seconds for c in choices if c.D]
     return Costs(step_s=step_s,
                  k=steps / len(drafting),
-                 r_draft=sum(r.draft_s for r in drafting) / steps / step_s,
+                 r_draft=sum(r.draft_s for r in drafting if draft_steps(r)) / steps / step_s if steps else 0.0,
                  r_verify=sum(r.verify_s for r in drafting) / len(drafting) / step_s,
                  dp=(sum(dp_runs) / len(dp_runs) / step_s) if dp_runs else 0.0,
                  loi=len(drafting) / len(dp_runs) if dp_runs else 0.0,

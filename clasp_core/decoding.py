@@ -323,7 +323,7 @@ class _Run:
                 draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
                 next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
                 verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1,
-                lookup=copy.source.record(len(self.prompt_ids)) if copy is not None else None))
+                lookup=self.copy_record(copy.source, index) if copy is not None else None))
             pos += acc + 1
             r += 1
             if again and self.finished() is None:
@@ -399,6 +399,17 @@ class _Run:
         q_rows = [] if self.greedy else list(torch.nn.functional.one_hot(
             self.ids(tokens), self.lm.model.get_output_embeddings().weight.shape[0]).float())
         return Draft(tokens, q_rows, [1.0] * len(tokens), 0, self.now() - t0, match)
+
+    def copy_record(self, match: Match, index: NgramIndex, around: int = 8) -> dict:
+        """The trace's record of a copy, with the texts a viewer shows: a few tokens before the earlier
+        n-gram, the n-gram, the copied span and a few tokens after it (decoded here: no viewer needs the tokenizer)."""
+        rec = match.record(len(self.prompt_ids))
+        tok, ctx = self.lm.tokenizer, index.context
+        if tok is not None:
+            s, c, e = match.start, match.copied_from, match.copied_from + len(match.tokens)
+            rec.update(before=tok.decode(ctx[max(0, s - around):s]), ngram_text=tok.decode(ctx[s:c]),
+                       copied_text=tok.decode(ctx[c:e]), after=tok.decode(ctx[e:e + around]))
+        return rec
 
     def verify(self, pos: int, draft: Draft, states: bool) -> Verdict:
         """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""

@@ -34,7 +34,7 @@ class Match:
     def record(self, prompt_len: int) -> dict:
         """The trace's form: positions in the context (prompt, then output) and where they fall."""
         return dict(n=self.n, ngram=list(self.ngram), start=self.start, copied_from=self.copied_from,
-                    length=len(self.tokens), in_prompt=self.copied_from < prompt_len)
+                    length=len(self.tokens), in_prompt=self.copied_from < prompt_len, prompt_len=prompt_len)
 
 
 class NgramIndex:

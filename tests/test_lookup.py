@@ -5,12 +5,12 @@ import random
 import pytest
 import torch
 
-from clasp_core import sampling, trace
-from clasp_core.decoding import GenConfig, generate
+from clasp_core import decoding, trace
+from clasp_core.decoding import GenConfig, encode_prompt, generate
 from clasp_core.lookup import CopyPolicy, Match, NgramIndex
 from clasp_core.model import from_modules
 from clasp_core.trace import LayerChoice, Round
-from tests.conftest import tiny_llama
+from tests.conftest import bench_prompts, tiny_llama
 import tests.test_decoding as exact
 
 
@@ -51,7 +51,7 @@ def test_index_grows_with_the_context():
     idx.extend([9, 1, 2])
     assert (idx.match(3).n, idx.match(3).tokens) == (2, [3, 9, 1])
     assert Match(2, 0, [1, 2], [3]).record(prompt_len=3) == dict(
-        n=2, ngram=[1, 2], start=0, copied_from=2, length=1, in_prompt=True)
+        n=2, ngram=[1, 2], start=0, copied_from=2, length=1, in_prompt=True, prompt_len=3)
 
 
 def test_same_proposals_as_transformers_prompt_lookup():
@@ -162,11 +162,22 @@ def test_sampled_lookup_run_end_to_end(tiny):
     assert any(e.lookup for e in a if isinstance(e, Round))
 
 
-class TestSampledLookupRunsAreExact(exact.TestSampledRunsAreExact):
-    """The same exact joint law of three new tokens, against seeded ``lookup`` runs: the prompt repeats
-    itself so every round has a match, and the copies are often wrong (one-hot q, rejected often)."""
+class TestSampledLookupRunsAreExact:
+    """test_decoding's exact joint law of the first three new tokens (4-token vocabulary), against seeded
+    ``lookup`` runs: the prompt repeats itself, so most rounds copy, and copies are often rejected."""
 
-    P = [1, 3, 0, 1, 3, 0, 1, 3]
+    V, T, P = 4, 1.0, [1, 3, 0, 1, 3, 0, 1, 3]
+    exact_joint = exact.TestSampledRunsAreExact.exact_joint
+    chi_square = staticmethod(exact.TestSampledRunsAreExact.chi_square)
+
+    @pytest.fixture(scope="class")
+    def lm(self):
+        model = tiny_llama(layers=6, seed=1, vocab=self.V)
+        model.generation_config.eos_token_id = None
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield from_modules(model, name="tiny-4")
+        torch.set_num_threads(threads)
 
     def sample_runs(self, lm, n):
         counts, rejected, copied = {}, 0, 0
@@ -187,11 +198,92 @@ class TestSampledLookupRunsAreExact(exact.TestSampledRunsAreExact):
         stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
         assert stat < crit
 
-    def test_a_wrong_residual_is_caught(self, lm, monkeypatch):
-        """Positive control: a rejected copy replaced from p (it may redraw the rejected token)."""
-        monkeypatch.setattr(sampling, "residual", lambda p, q: p)
+    def test_a_wrong_q_is_caught(self, lm, monkeypatch):
+        """Positive control: a copy treated as a draw from a uniform q instead of the one-hot q of a
+        certain draft (accepted with probability min(1, p(x) / q(x)), too often)."""
+        real = decoding._Run.copy_draft
+
+        def soft_q(self, *a):
+            d = real(self, *a)
+            if d is not None:
+                d.q_rows = [torch.full_like(q, 1.0 / q.numel()) for q in d.q_rows]
+            return d
+
+        monkeypatch.setattr(decoding._Run, "copy_draft", soft_q)
         n = 300
         counts, rejected, _ = self.sample_runs(lm, n)
-        assert rejected > n / 4
         stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
         assert stat > crit
+
+
+# ---- the embedded model -----------------------------------------------------------------
+EMBEDDED_PROMPTS = [q for q in bench_prompts(per_task=1) if q["category"] in ("rag", "translation")]
+
+
+@pytest.fixture(scope="module")
+def embedded_refs(embedded):
+    from tests.test_integration import hf_generate
+
+    refs = {}
+    for q in EMBEDDED_PROMPTS:
+        ids, _ = encode_prompt(embedded, q["turns"][0])
+        refs[q["category"]] = (ids, hf_generate(embedded, ids, 48))
+    return refs
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task", ["rag", "translation"])
+@pytest.mark.parametrize("strategy,auto", [("lookup", False), ("clasp+lookup", False), ("clasp+lookup", True)])
+def test_embedded_lookup_sources_token_identical(embedded, embedded_refs, task, strategy, auto):
+    ids, ref = embedded_refs[task]
+    cfg = GenConfig(max_new_tokens=48, strategy=strategy, auto=auto)
+    events = list(generate(embedded, None, cfg, "clasp", prompt_ids=ids))
+    assert events[-1].output_ids == ref
+    if task == "rag" and not auto:
+        assert sum(r.accepted for r in events if isinstance(r, Round) and r.lookup) > 0   # copies paid off
+
+
+# ---- the page: a copied round in the token view, the layer map, Teach and the cost model ----------
+def copied_run():
+    """A hand-made run: round 1 drafts with skipped layers, round 2 copies "dog" "." from the prompt."""
+    from clasp_core.trace import Prefill
+    src = dict(n=2, ngram=[7, 8], start=3, copied_from=5, length=2, in_prompt=True, prompt_len=9,
+               before="the quick", ngram_text=" brown fox", copied_text=" jumps over", after=" the dog")
+    pre = Prefill(method="clasp", model="m", num_layers=4, prompt_ids=list(range(9)), prompt_text="p", params={},
+                  seconds=0.1, first_token=7, first_text=" brown")
+    r1 = Round(index=0, skip=[1, 2], drafted=[8], drafted_text=[" fox"], draft_probs=[0.9], target_probs=[0.8],
+               accepted=1, next_token=5, next_text=" jumps", next_kind="bonus", emitted=[8, 5], draft_s=0.02,
+               verify_s=0.05, start=1, k_max=8)
+    r2 = Round(index=1, skip=[], drafted=[6, 9], drafted_text=[" over", " a"], draft_probs=[1.0, 1.0],
+               target_probs=[0.7, 0.1], accepted=1, next_token=4, next_text=" the", next_kind="corrected",
+               emitted=[6, 4], draft_s=0.0001, verify_s=0.06, start=3, k_max=2, lookup=src)
+    return [pre, r1, r2]
+
+
+def test_page_marks_a_copied_round():
+    from ui.layer_map import COPIED_ROUND, skip_matrix
+    from ui.state import build_view
+    from ui.teaching import explain_round
+    from ui.tokens import token_html
+
+    view = build_view(copied_run())
+    html = token_html(view)
+    assert html.count("tok-copied") == 2 and html.count('<span class="tok ') == len(view.tokens())
+    assert 'data-copied-from="5"' in html and 'data-copied-from="6"' in html
+    assert '<mark class="copy-span"> jumps over</mark>' in html and "copied by prompt lookup from the prompt" in html
+    z = skip_matrix(view)
+    assert [row[0] for row in z] == [0, 1, 1, 0] and all(row[1] == COPIED_ROUND for row in z)
+    text = explain_round(view, 1)
+    assert "copied from the context" in text and "“ brown fox”" in text and "No draft model ran" in text
+    assert "layers skipped" in explain_round(view, 0)
+
+
+def test_cost_model_counts_a_copy_as_free():
+    from clasp_core.costs import draft_steps, run_costs
+
+    _, r1, r2 = copied_run()
+    assert draft_steps(r2) == 0 and draft_steps(r1) == 2          # r1: one draft, one step below DET
+    c = run_costs([r1, r2], [], step_s=0.05)
+    assert c.k == 1.0                                 # two draft steps over two drafting rounds
+    assert c.r_draft == pytest.approx(0.02 / 2 / 0.05)    # the copy's search time is not a draft step
+    assert c.r_verify == pytest.approx((0.05 + 0.06) / 2 / 0.05) and c.tau == 2.0
