@@ -230,7 +230,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
             strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
-    """Compare's "Run all five": every layer choice on this prompt with the same M, K, DET and LOI, one after
+    """Compare's "Run all": every draft source (the five layer choices and the two lookups) on this prompt with the same M, K, DET and LOI, one after
     the other, auto off for all (auto runs with the DP's choices only, so it would make the rows unequal)."""
     V = VIEW_COMPONENTS
     for n, name in enumerate(STRATEGIES, 1):
@@ -238,7 +238,7 @@ def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, se
                        False, name, history, dtype, request):
             history = out.get(V["history"], history)
             if V["status"] in out:
-                out[V["status"]] = f"Run all five ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
+                out[V["status"]] = f"Run all ({n}/{len(STRATEGIES)}: {name}) · {out[V['status']]}"
             yield out
 
 
@@ -429,8 +429,9 @@ def build(default_model: str | None = None) -> gr.Blocks:
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
                 strategy = gr.Dropdown([(label, name) for name, label in STRATEGIES.items()], value="clasp",
-                                       label="layer choice", elem_id="strategy",
-                                       info="how the skipped layers are chosen (compare them in the Compare tab)")
+                                       label="draft source", elem_id="strategy",
+                                       info="skipped layers chosen one of five ways, or drafts copied from the context (compare them in the "
+                                            "Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
                                 info=det_off["info"])

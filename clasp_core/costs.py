@@ -83,7 +83,7 @@ def outlier_rounds(rounds: list[Round]) -> dict[int, float]:
     The cost model leaves them out and the round table marks them."""
     groups: dict[tuple, list[Round]] = {}
     for r in rounds:
-        groups.setdefault((r.drafting, len(r.drafted)), []).append(r)
+        groups.setdefault((r.drafting, r.copied, len(r.drafted)), []).append(r)
     out = {}
     for group in groups.values():
         if len(group) < 3:
@@ -107,7 +107,7 @@ def run_costs(rounds: list[Round], choices: list[LayerChoice], step_s: float) ->
     dp_runs = [c.seconds for c in choices if c.D]
     return Costs(step_s=step_s,
                  k=steps / len(drafting),
-                 r_draft=sum(r.draft_s for r in drafting) / steps / step_s,
+                 r_draft=sum(r.draft_s for r in drafting if draft_steps(r)) / steps / step_s if steps else 0.0,
                  r_verify=sum(r.verify_s for r in drafting) / len(drafting) / step_s,
                  dp=(sum(dp_runs) / len(dp_runs) / step_s) if dp_runs else 0.0,
                  loi=len(drafting) / len(dp_runs) if dp_runs else 0.0,

@@ -20,6 +20,7 @@ import torch
 
 from .auto import AutoPolicy, FixedPolicy, head_share
 from .detok import Detokenizer
+from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import default_num_skip, dtype_name, tau
 from .model import LoadedModel
 from .runner import Runner
@@ -148,6 +149,7 @@ class Draft:
     q_x: list[float]                # q(x) of each drafted token
     steps: int                      # draft forwards run (one more than tokens when DET stopped it)
     seconds: float
+    source: Match | None = None     # set when the tokens were copied from the context (lookup.py)
 
 
 @dataclass
@@ -292,28 +294,33 @@ class _Run:
         params = layers.prepare(self.lm, M)                 # e.g. the static search: before any clock
         policy = (AutoPolicy(self.runner.num_layers, M, cfg.draft_len, head_share(self.lm.model),
                              prefill=None) if cfg.auto else FixedPolicy(M, cfg.draft_len, cfg.det))
-        at_prefill = policy.choose_at_prefill
+        at_prefill = policy.choose_at_prefill and layers.drafts
         ev, hs = self.prefill(hidden=at_prefill and layers.uses_dp, params=params)
         if cfg.auto:
             policy.prefill = (self.prefill_s, len(self.prompt_ids))
         yield from self.emit(ev)
         pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
         choice, planned, n_choices = None, None, 0
+        index = NgramIndex(self.prompt_ids + self.out) if layers.lookup else None
+        copier = CopyPolicy(cfg.auto)
         if at_prefill:
             choice, planned = self.choose(layers, policy, hs[:, -1] if hs is not None else None, pos - 1)
             yield from self.emit(self.layer_event(choice, planned, 0, pos - 1))
             n_choices = 1
         r = since = 0
         while (reason := self.finished()) is None:
-            arm, k_max, _ = planned or policy.plan()
+            arm, k_max, speed = planned or policy.plan()
             planned, note = None, policy.note
+            copy = self.copy_draft(index, copier, policy, speed) if index is not None else None
+            if copy is not None or not layers.drafts:           # copied, or a plain step: no layer draft
+                arm, k_max = None, len(copy.tokens) if copy is not None else 0
             feed = choice is None and arm is not None   # auto wants to draft: this plain step feeds the first choice
             if feed:
                 arm, k_max = None, 0
                 note = {**note, "reason": "feed", "choice": "plain"} if note else note
             k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
             skip = frozenset(choice.skip_for(arm.M)) if arm is not None and k_max > 0 else frozenset()
-            draft = self.draft(pos, skip, k_max, policy.det)
+            draft = copy if copy is not None else self.draft(pos, skip, k_max, policy.det)
             since += 1
             again = feed or (arm is not None and layers.due(since, policy.loi(cfg.loi)))
             verdict = self.verify(pos, draft, states=again and layers.uses_dp)
@@ -321,14 +328,20 @@ class _Run:
             self.runner.rollback(pos + acc + 1)                  # keep the accepted, forget the rest
             emitted = self.append(draft.tokens[:acc] + [verdict.next])
             self.totals.add_round(draft, verdict)
-            policy.observe(arm, len(draft.tokens), acc, draft.steps, draft.seconds, verdict.seconds)
+            if copy is None:
+                policy.observe(arm, len(draft.tokens), acc, draft.steps, draft.seconds, verdict.seconds)
+            else:
+                copier.observe(copy.source, len(draft.tokens), acc, verdict.seconds, policy)
+            if index is not None:
+                index.extend(emitted)
             drafted_text, next_text = self.round_texts(draft.tokens, acc, verdict.next, len(emitted))
             yield from self.emit(Round(
                 index=r, skip=sorted(skip) if draft.steps else [], drafted=draft.tokens, drafted_text=drafted_text,
                 draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
                 next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
                 verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1,
-                auto=note, top_ids=verdict.top_ids[:len(emitted)], top_logits=verdict.top_logits[:len(emitted)]))
+                auto=note, top_ids=verdict.top_ids[:len(emitted)], top_logits=verdict.top_logits[:len(emitted)],
+                lookup=self.copy_record(copy.source, index) if copy is not None else None))
             pos += acc + 1
             r += 1
             if again and self.finished() is None:
@@ -385,6 +398,36 @@ class _Run:
                 break
             cur = tok
         return Draft(tokens, q_rows, q_x, steps, self.now() - t0)
+
+    def copy_draft(self, index: NgramIndex, copier: CopyPolicy, policy, rival_speed: float) -> Draft | None:
+        """Tokens copied from the context where its last n-gram occurred before (None: no match, or
+        auto finds no copy that pays). Cut after an EOS. A copy is certain, so when sampling its q is
+        one-hot: accepted with probability p(x), replaced from norm(max(0, p - q)), still exact."""
+        t0 = self.now()
+        left = self.cfg.max_new_tokens - len(self.out) - 1
+        match = index.match(min(self.cfg.draft_len, left))
+        k = copier.length(match, policy, rival_speed) if match is not None else 0
+        if k < 1:
+            return None
+        tokens = match.tokens[:k]
+        eos = next((i for i, t in enumerate(tokens) if t in self.eos), None)
+        if eos is not None:
+            tokens = tokens[:eos + 1]
+        match = replace(match, tokens=tokens)
+        q_rows = [] if self.greedy else list(torch.nn.functional.one_hot(
+            self.ids(tokens), self.lm.model.get_output_embeddings().weight.shape[0]).float())
+        return Draft(tokens, q_rows, [1.0] * len(tokens), 0, self.now() - t0, match)
+
+    def copy_record(self, match: Match, index: NgramIndex, around: int = 8) -> dict:
+        """The trace's record of a copy, with the texts a viewer shows: a few tokens before the earlier
+        n-gram, the n-gram, the copied span and a few tokens after it (decoded here: no viewer needs the tokenizer)."""
+        rec = match.record(len(self.prompt_ids))
+        tok, ctx = self.lm.tokenizer, index.context
+        if tok is not None:
+            s, c, e = match.start, match.copied_from, match.copied_from + len(match.tokens)
+            rec.update(before=tok.decode(ctx[max(0, s - around):s]), ngram_text=tok.decode(ctx[s:c]),
+                       copied_text=tok.decode(ctx[c:e]), after=tok.decode(ctx[e:e + around]))
+        return rec
 
     def verify(self, pos: int, draft: Draft, states: bool) -> Verdict:
         """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""

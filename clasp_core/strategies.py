@@ -9,6 +9,11 @@ choose again after a round (``due``). Only the in-context DP looks at the run's 
 - ``early-exit`` the last M layers: the draft is the first L - M layers, the final norm and the head;
 - ``random``     M layers drawn from the run's seed, with their own generator (sampling is untouched).
 
+Two draft sources copy instead (lookup.py): ``lookup`` drafts only what an n-gram of the context
+predicts (a round without a match is a plain step), ``clasp+lookup`` copies where an n-gram
+matches and drafts with the layer DP's set elsewhere. They sit here so that the app, the bench and
+the engine name every draft source alike.
+
 Every strategy is lossless: the full model verifies whatever the draft proposes.
 """
 from __future__ import annotations
@@ -22,8 +27,9 @@ import torch
 
 from .layer_dp import DPResult, backtrack, choose_skip_set
 
-STRATEGIES = ("clasp", "clasp-once", "static", "early-exit", "random")
-DP_STRATEGIES = ("clasp", "clasp-once")
+STRATEGIES = ("clasp", "clasp-once", "static", "early-exit", "random", "lookup", "clasp+lookup")
+DP_STRATEGIES = ("clasp", "clasp-once", "clasp+lookup")
+LOOKUP_STRATEGIES = ("lookup", "clasp+lookup")
 
 
 @dataclass
@@ -52,6 +58,8 @@ class LayerDP:
 
     name = "clasp"
     uses_dp = True
+    drafts = True                   # the skipped-layer draft runs (False: copied drafts only)
+    lookup = False                  # copy from the context where an n-gram matches
 
     def prepare(self, lm, M: int) -> dict:
         return {}
@@ -73,11 +81,20 @@ class LayerDPOnce(LayerDP):
         return False
 
 
+class LayerDPLookup(LayerDP):
+    """``clasp+lookup``: copy where the context's n-gram matches, else draft with the DP's set."""
+
+    name = "clasp+lookup"
+    lookup = True
+
+
 class FixedLayers:
     """A set that does not depend on the context: chosen before the first draft, never again."""
 
     name = ""
     uses_dp = False
+    drafts = True
+    lookup = False
 
     def prepare(self, lm, M: int) -> dict:
         """Work done before the run's clocks start; returns what to report in Prefill.params."""
@@ -135,10 +152,22 @@ class StaticLayers(FixedLayers):
         return self.skip
 
 
+class LookupOnly(FixedLayers):
+    """``lookup``: no layers are chosen and none skipped; a round without a match is a plain step."""
+
+    name = "lookup"
+    drafts = False
+    lookup = True
+
+    def layers(self, M: int) -> list[int]:
+        return []
+
+
 def make_strategy(name: str, seed: int = 0):
     """The strategy object for a name of STRATEGIES; raises ValueError on anything else."""
     makers = {"clasp": LayerDP, "clasp-once": LayerDPOnce, "static": StaticLayers, "early-exit": EarlyExit,
-              "random": lambda: RandomLayers(seed)}
+              "random": lambda: RandomLayers(seed), "clasp+lookup": LayerDPLookup,
+              "lookup": LookupOnly}
     if name not in makers:
         raise ValueError(f"unknown layer-choice strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     return makers[name]()

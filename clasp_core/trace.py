@@ -93,6 +93,9 @@ class Round:
     auto: dict | None = None       # auto's reasons for this round (AutoPolicy.note): measured costs, predictions
     top_ids: list[list[int]] = field(default_factory=list)      # per emitted token, as in Prefill (greedy)
     top_logits: list[list[float]] = field(default_factory=list)
+    # where the drafts came from: None = the skipped-layer draft (``skip``), else the prompt-lookup match:
+    # {n, ngram, start, copied_from, length, in_prompt}; positions index the context, prompt then output
+    lookup: dict | None = None
     kind: str = "round"
 
     # "Did this round draft?" is answered here, once, for every module and view.
@@ -102,8 +105,16 @@ class Round:
         return self.k_max == 0 if self.k_max is not None else (not self.drafted and not self.skip)
 
     @property
+    def copied(self) -> bool:
+        """The round's drafts were copied from the context (prompt lookup), not drafted by skipping layers."""
+        return bool(self.lookup)
+
+    @property
     def draft_steps(self) -> int:
-        """Draft forward passes the round ran: its drafts, plus one whose guess fell below DET."""
+        """Draft forward passes the round ran: its drafts, plus one whose guess fell below DET. A copied
+        draft (prompt lookup) runs none: it costs only its verification."""
+        if self.copied:
+            return 0
         n = len(self.drafted)
         if self.k_max is None:                # a trace from before k_max: a skip set but no drafts = one DET stop
             return n or int(bool(self.skip) and self.draft_s > 0)
@@ -112,8 +123,9 @@ class Round:
 
     @property
     def drafting(self) -> bool:
-        """The round ran at least one draft step (its drafts may all have been discarded below DET)."""
-        return self.draft_steps > 0
+        """The round drafted: it ran at least one draft step (its drafts may all have been discarded below
+        DET), or it copied drafts from the context."""
+        return self.draft_steps > 0 or self.copied
 
 
 @dataclass

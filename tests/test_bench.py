@@ -57,8 +57,10 @@ def test_bench_rejects_bad_arguments(tmp_path):
 
 
 def test_every_engine_method_maps_to_one_loop_and_strategy():
-    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "static", "early-exit", "random")
-    assert methods.STRATEGIES == ("clasp", "clasp-once", "static", "early-exit", "random")
+    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "static", "early-exit", "random",
+                               "lookup", "clasp+lookup", "hf-lookup")
+    assert methods.STRATEGIES == ("clasp", "clasp-once", "static", "early-exit", "random", "lookup", "clasp+lookup")
+    assert methods.engine_config(GenConfig(), "clasp+lookup")[1].auto       # auto: plain steps where nothing pays
     kind, cfg = methods.engine_config(GenConfig(), "auto")
     assert kind == "clasp" and cfg.auto
     kind, cfg = methods.engine_config(GenConfig(auto=True), "vanilla")

@@ -8,7 +8,7 @@ from clasp_core import static_search
 from clasp_core.auto import AutoPolicy
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.layer_dp import backtrack
-from clasp_core.strategies import STRATEGIES
+from clasp_core.strategies import LOOKUP_STRATEGIES, STRATEGIES
 from clasp_core.trace import LayerChoice, Prefill, Round
 from tests.test_decoding import PROMPT, hf_greedy, run
 
@@ -17,7 +17,7 @@ def split(events):
     return ([e for e in events if isinstance(e, LayerChoice)], [e for e in events if isinstance(e, Round)])
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in LOOKUP_STRATEGIES])   # see test_lookup.py
 def test_every_strategy_is_token_identical_to_transformers_generate(tiny, strategy):
     tiny.model.generation_config.eos_token_id = None
     events = run(tiny, num_skip=3, draft_len=4, loi=2, strategy=strategy)
@@ -78,10 +78,10 @@ def test_static_reads_the_offline_set_and_keeps_its_cost_out_of_the_run(tiny, mo
 
 def test_unknown_strategy_and_auto_with_a_fixed_set_are_clear_errors(tiny):
     with pytest.raises(ValueError, match="unknown layer-choice strategy 'swift'; use one of clasp, clasp-once, "
-                                         "static, early-exit, random"):
+                                         "static, early-exit, random, lookup, clasp\\+lookup"):
         generate(tiny, None, GenConfig(strategy="swift"), prompt_ids=PROMPT)
     for s in ("static", "early-exit", "random"):
-        with pytest.raises(ValueError, match=f"auto .* clasp and clasp-once only, not '{s}'"):
+        with pytest.raises(ValueError, match=f"auto .* clasp and clasp-once and clasp\\+lookup only, not '{s}'"):
             generate(tiny, None, GenConfig(auto=True, strategy=s), prompt_ids=PROMPT)
 
 

@@ -17,15 +17,21 @@ STRATEGIES = {
     "static": "static: one set per model and M, found offline",
     "early-exit": "early exit: skip the last M layers",
     "random": "random: M layers drawn from the seed",
+    "lookup": "prompt lookup: copy what followed the last n-gram in the context",
+    "clasp+lookup": "CLaSp + lookup: copy where an n-gram matches, else skip layers",
 }
 STRATEGY_HELP = (
-    "**Ways to choose the layers the draft skips.** All use the same draft-and-verify loop, the same M, K and "
+    "**Draft sources: ways to choose the layers the draft skips, or copies from the context.** All use the same draft-and-verify loop, the same M, K and "
     "DET, and all are lossless (the full model checks every token); only the draft's quality differs. "
     "*CLaSp* re-runs the layer DP on the newest hidden states every LOI rounds, so the skip set follows the "
     "context. *DP once* keeps the set the DP picked from the prompt (the paper's LOI ablation). *Static* is the "
     "Self-SD idea: one set per model, searched offline on calibration prompts for draft agreement, then reused. "
     "*Early exit* drafts with the first L − M layers (LayerSkip's draft, without its training). *Random* is the "
-    "floor. Run the same prompt under each (or press *Run all five* in the Compare tab) and compare τ (tokens "
+    "floor. *Prompt lookup* runs no draft model: when the context's last 3, 2 or 1 tokens appeared before, it "
+    "proposes what followed them there, for free (the round costs only the check); where nothing matches the "
+    "round is a plain step. *CLaSp + lookup* copies where an n-gram matches and drafts with CLaSp's skipped "
+    "layers elsewhere; with auto on it takes plain steps where neither pays. "
+    "Run the same prompt under each (or press *Run all* in the Compare tab) and compare τ (tokens "
     "per round) and the acceptance rate in the Compare tab's table and chart.")
 COLUMNS = ["prompt", "settings", "strategy", "auto", "M", "K", "DET", "LOI", "τ", "acceptance", "drafted",
            "tokens/s", "× vanilla", "note"]
@@ -133,7 +139,7 @@ def conclusion(history: list | None, state: RunState | None) -> str:
         by[r["strategy"]] = r
     if len(by) < 2:
         return ("**Verdict:** run at least two layer choices on this prompt with the same M, K and DET (or press "
-                "*Run all five*) for a verdict.")
+                "*Run all*) for a verdict.")
     rows = list(by.values())
     best_tau = max(rows, key=lambda r: r["τ"])
     fastest = max(rows, key=lambda r: r["× vanilla"] or 0)

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .palette import CURRENT, DP, RAN, SKIPPED, styled
+from .palette import COPIED, CURRENT, DP, RAN, SKIPPED, styled
 from .palette import PLAIN_ROUND as PLAIN_COLOUR
-from .state import RunView, is_plain
+from .state import RunView, is_copied, is_plain
 
 PLAIN_ROUND = 0.5          # z value of a column where no draft ran (a plain full-model step)
+COPIED_ROUND = 0.25        # z value of a column whose draft was copied from the context (no layer ran a draft)
 
 
 def skip_matrix(view: RunView) -> list[list[float]]:
-    """z[layer][round] = 1 where the draft of that round skipped the layer (0.5 for a whole plain round)."""
+    """z[layer][round] = 1 where the draft of that round skipped the layer (0.5 for a whole plain round,
+    0.25 for a whole round of copied drafts)."""
     L = view.num_layers
     z = [[0] * len(view.rounds) for _ in range(L)]
     for c, r in enumerate(view.rounds):
-        if is_plain(r):
+        if is_plain(r) or is_copied(r):
             for layer in range(L):
-                z[layer][c] = PLAIN_ROUND
+                z[layer][c] = COPIED_ROUND if is_copied(r) else PLAIN_ROUND
         for layer in r.skip:
             z[layer][c] = 1
     return z
@@ -35,9 +37,11 @@ def layer_map_figure(view: RunView | None, current: int | None = None) -> go.Fig
         return styled(fig, title="Layer map (appears once rounds run)", height=360)
     z = skip_matrix(view)
     x = [r.index + 1 for r in view.rounds]
-    label = {0: "ran", PLAIN_ROUND: "plain step (no draft)", 1: "skipped"}
+    label = {0: "ran", PLAIN_ROUND: "plain step (no draft)", COPIED_ROUND: "copied from the context (prompt lookup)",
+             1: "skipped"}
     fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(view.num_layers)), zmin=0, zmax=1, showscale=False,
-                             colorscale=[[0, RAN], [0.5, PLAIN_COLOUR], [1, SKIPPED]], xgap=1, ygap=1,
+                             colorscale=[[0, RAN], [COPIED_ROUND, COPIED], [0.5, PLAIN_COLOUR], [1, SKIPPED]],
+                             xgap=1, ygap=1,
                              hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
                              customdata=[[label[v] for v in row] for row in z]))
     refresh = refresh_rounds(view)

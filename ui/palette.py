@@ -8,6 +8,7 @@ PLAIN = "#6b7280"        # a token from a plain full-model step (prefill, vanill
 SKIPPED = "#7c3aed"      # a layer the draft skipped
 RAN = "#c9cfda"          # a layer the draft ran (mid-grey: visible on white and on dark backgrounds)
 PLAIN_ROUND = "#eef0f4"  # a round where no draft ran (a plain full-model step)
+COPIED = "#14b8a6"       # a draft copied from the context (prompt lookup): its token outline, its layer-map column
 DP = "#f2c14e"           # a layer-DP refresh / the backtracked path
 CURRENT = "#f97316"      # the round being stepped through (outline)
 VANILLA = "#9aa3b2"

@@ -21,6 +21,8 @@ class Token:
     target: float | None = None   # full-model probability p(x) for drafted tokens
     skip: list[int] | None = None
     emitted: bool = True      # False for rejected drafts (shown, not part of the output)
+    source: dict | None = None    # a copied draft: the round's prompt-lookup match (Round.lookup)
+    offset: int = 0           # a copied draft: its place in the copied span
 
 
 def round_tokens(r: Round) -> list[Token]:
@@ -35,13 +37,18 @@ def round_tokens(r: Round) -> list[Token]:
         if kind == "accepted" and i >= n_emit:
             break                                  # cut by EOS or the token limit
         out.append(Token(r.drafted_text[i], kind, r.index, r.start + i, r.draft_probs[i], r.target_probs[i],
-                         r.skip, emitted=kind == "accepted"))
+                         r.skip, emitted=kind == "accepted", source=getattr(r, "lookup", None), offset=i))
         if kind == "rejected":
             break                                  # later drafts were never looked at
     if n_emit > r.accepted:
         out.append(Token(r.next_text, "plain" if not r.drafted else r.next_kind, r.index, r.start + r.accepted,
                          skip=r.skip or None))
     return out
+
+
+def is_copied(r: Round) -> bool:
+    """The round's drafts were copied from the context (prompt lookup), not drafted by skipping layers."""
+    return r.copied
 
 
 def is_plain(r: Round) -> bool:

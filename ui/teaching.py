@@ -4,7 +4,7 @@ from __future__ import annotations
 from clasp_core.costs import Costs
 
 from .auto_view import round_reason
-from .state import RunView
+from .state import RunView, is_copied, is_plain
 
 ACCEPTANCE_RULE = (
     "**The acceptance rule.** Greedy (temperature 0): a drafted token is accepted while it is the full model's "
@@ -24,6 +24,18 @@ def _plain_reason(view: RunView, r) -> str:
     if view.params.get("auto"):
         return round_reason(r.auto) or "auto chose a plain step: drafting was predicted slower here"
     return "no draft was planned for this round"
+
+
+def copy_sentence(r) -> str:
+    """How a prompt-lookup round got its draft: no model ran, the context was searched."""
+    s = r.lookup
+    gram = f" ({_quote(s['ngram_text'])})" if s.get("ngram_text") else ""
+    where = "the prompt" if s.get("in_prompt") else "the output so far"
+    return (f"No draft model ran: this round's draft was copied from the context (prompt lookup). The last "
+            f"{s['n']} token(s){gram} had appeared before, in {where}, so the {len(r.drafted)} token(s) that "
+            f"followed them there were proposed: {' '.join(_quote(t) for t in r.drafted_text)}. A copy costs "
+            f"nothing to make (the round pays only the full model's check), and it is checked like any draft: "
+            f"as a certain guess, q(x) = 1. ")
 
 
 def cost_sentence(view: RunView, r, costs: Costs | None) -> str:
@@ -61,12 +73,15 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
             return lead + f"No draft tokens: {why}; the run had already reached its end."
         return lead + (f"No draft tokens: {why}. The full model produced {_quote(r.next_text)} on its own, "
                        f"like vanilla decoding.") + cost_sentence(view, r, costs)
-    skip = f"with {len(r.skip)} of {view.num_layers} layers skipped ({', '.join(map(str, r.skip))})"
     why = round_reason(r.auto) if view.params.get("auto") else ""
     if why:
         lead += f"*Why:* {why}. "
-    text = lead + (f"The draft model — the same model {skip} — proposed {len(r.drafted)} token(s): "
-                   f"{' '.join(_quote(t) for t in r.drafted_text)}. ")
+    if is_copied(r):
+        text = lead + copy_sentence(r)
+    else:
+        skip = f"with {len(r.skip)} of {view.num_layers} layers skipped ({', '.join(map(str, r.skip))})"
+        text = lead + (f"The draft model — the same model {skip} — proposed {len(r.drafted)} token(s): "
+                       f"{' '.join(_quote(t) for t in r.drafted_text)}. ")
     cut = n_emit <= r.accepted                # the run ended (EOS or token limit) inside this round
     if r.accepted == len(r.drafted):
         text += "The full model checked them all in one pass and agreed with every one"

@@ -75,8 +75,8 @@ TABS = [
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
-    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run all "
-                   "five*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
+    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run "
+                   "all*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
                    "with the same settings; earlier prompts stay in the table, grouped by prompt."),
 ]
 
@@ -181,7 +181,7 @@ VIEWS = [
     View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
     View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
-    View("compare_run_all", "Compare", lambda: gr.Button("Run all five layer choices (this prompt, M, K and DET, "
+    View("compare_run_all", "Compare", lambda: gr.Button("Run all seven draft sources (this prompt, M, K and DET, "
                                                          "auto off)", size="sm", elem_id="run-all-btn"), None),
     View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
          lambda s: conclusion(s.history, s.state)),

@@ -10,6 +10,7 @@ from ..decoding import GenConfig, encode_prompt, generate, get_runner
 from ..metrics import dtype_name
 from ..model import LoadedModel
 from ..ties import run_tops
+from ..strategies import LOOKUP_STRATEGIES
 from ..trace import Round, Step
 from .common import sync
 from .stats import task_of
@@ -23,8 +24,11 @@ ENGINE = {
     "static": ("clasp", "static", False),          # one set per (model, M), searched offline
     "early-exit": ("clasp", "early-exit", False),  # the last M layers
     "random": ("clasp", "random", False),          # M layers drawn from the seed
+    "lookup": ("clasp", "lookup", False),          # copies from the context (prompt lookup), else plain steps
+    "clasp+lookup": ("clasp", "clasp+lookup", True),   # copies where they match, else auto's layer draft or plain
 }
-METHODS = ("hf", *ENGINE)
+HF = {"hf": {}, "hf-lookup": {"prompt_lookup_num_tokens": 10}}    # transformers generate; its own prompt lookup
+METHODS = ("hf", *ENGINE, "hf-lookup")
 STRATEGIES = tuple(dict.fromkeys(s for _, s, _ in ENGINE.values() if s))
 
 
@@ -40,8 +44,8 @@ def engine_config(cfg: GenConfig, method: str) -> tuple[str, GenConfig]:
     return kind, replace(cfg, auto=auto, strategy=strategy or "clasp")
 
 
-def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig) -> dict:
-    """transformers ``generate``: the losslessness reference at T=0."""
+def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig, extra: dict | None = None) -> dict:
+    """transformers ``generate``: the losslessness reference at T=0 (``extra``: more generate kwargs)."""
     x = torch.tensor([ids], device=lm.model.device)
     kw = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=None) \
         if cfg.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -51,7 +55,7 @@ def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig) -> dict:
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cfg.max_new_tokens,
-                                pad_token_id=lm.tokenizer.pad_token_id or lm.eos_ids[0], **kw)
+                                pad_token_id=lm.tokenizer.pad_token_id or lm.eos_ids[0], **kw, **(extra or {}))
     sync(lm.device)
     wall = time.perf_counter() - t0
     out = out[0, len(ids):].tolist()
@@ -79,13 +83,17 @@ def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> 
         row.update(M=cfg.resolved(lm.num_layers).num_skip, rounds=done.rounds, drafted=done.drafted,
                    accepted=done.accepted, tau=done.tau, dp_s=done.dp_s, draft_s=done.draft_s,
                    verify_s=done.verify_s)
+        copies = [e for e in events if isinstance(e, Round) and e.lookup]
+        if copies or cfg.strategy in LOOKUP_STRATEGIES:
+            row.update(copy_rounds=len(copies), copied=sum(len(e.drafted) for e in copies),
+                       copied_accepted=sum(e.accepted for e in copies))
     return row
 
 
 def run_one(lm: LoadedModel, q: dict, method: str, cfg: GenConfig) -> dict:
     """One row: the question, the method, its tokens, timings and (drafting methods) counts."""
     ids, _ = encode_prompt(lm, q["turns"][0])
-    row = run_hf(lm, ids, cfg) if method == "hf" else run_engine(lm, ids, cfg, method)
+    row = run_hf(lm, ids, cfg, HF[method]) if method in HF else run_engine(lm, ids, cfg, method)
     return dict(question_id=q["question_id"], category=q["category"], task=task_of(q["category"]),
                 method=method, dtype=dtype_name(lm.dtype), **row)
 
