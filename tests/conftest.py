@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clasp_core.bench.gpu_check import tiny_llama  # noqa: F401 - the tests' tiny model, defined once
 from ui.page_bench import free_port  # noqa: F401 - one free-port helper for the app tests and page_bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,21 +12,6 @@ BENCH = ROOT / "clasp_core" / "bench" / "data" / "spec_bench_dev.jsonl"   # ship
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
-
-def tiny_llama(layers: int = 6, seed: int = 0, kv_heads: int = 2, vocab: int = 97):
-    """A small random-weight Llama built in the test (fp32, CPU, deterministic)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
-                      attn_implementation="sdpa")
-    model = LlamaForCausalLM(cfg).eval()
-    # random init is near-uniform; sharpen the head so greedy decoding has clear winners
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
-    return model
 
 
 @pytest.fixture(scope="session")

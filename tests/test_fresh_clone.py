@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("empty")          # an empty folder: no ../shared beside the clone
+    home = tmp_path_factory.mktemp("empty")          # an empty folder: no shared/ folder beside the clone
     dest = home / "clasp"
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(dest)], check=True)
     assert sorted(p.name for p in home.iterdir()) == ["clasp"]

@@ -131,16 +131,20 @@ def bf16():
 
 @pytest.mark.integration
 def test_bfloat16_engine_runs_part_from_generate_only_at_ties_and_float32_is_identical(bf16, embedded):
-    """Question 81 (writing): in bfloat16 on this CPU, the full model's second token is an exact tie
-    (two logits of 12.0625), which generate and this engine break differently."""
+    """Questions 83 (writing) and 161 (translation), 16 tokens: in bfloat16 on this CPU (torch 2.11) the
+    engine's runs leave generate at a near-tie of the full model's top two (tokens #8 and #14, margins
+    0.0), which the two break differently. Which questions part depends on the build's kernels, so the
+    test asks for at least one divergence among them, every one a tie; in float32 all are identical."""
     from clasp_core.bench import methods, run
 
-    q = question(81)
-    cfg = GenConfig(max_new_tokens=4)
-    rows = [methods.run_one(bf16, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
-    verdicts = run.verdicts(rows, 0.0)
-    kinds = {m: d.kind for (_, m), d in verdicts.items()}
-    assert "tie" in kinds.values() and "error" not in kinds.values(), verdicts
-    assert all(d.position == 1 and d.margin <= d.tolerance for d in verdicts.values() if d.kind == "tie")
-    rows = [methods.run_one(embedded, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
-    assert {d.kind for d in run.verdicts(rows, 0.0).values()} == {"identical"}
+    cfg = GenConfig(max_new_tokens=16)
+    kinds = []
+    for qid in (83, 161):
+        q = question(qid)
+        rows = [methods.run_one(bf16, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
+        verdicts = run.verdicts(rows, 0.0)
+        kinds += [d.kind for d in verdicts.values()]
+        assert all(d.margin <= d.tolerance for d in verdicts.values() if d.kind == "tie"), verdicts
+        rows = [methods.run_one(embedded, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
+        assert {d.kind for d in run.verdicts(rows, 0.0).values()} == {"identical"}
+    assert "tie" in kinds and "error" not in kinds, kinds

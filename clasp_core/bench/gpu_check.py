@@ -337,7 +337,7 @@ def step_checks(a) -> dict:
     from ..runner import Runner
 
     dev = torch.device(a.device)
-    model = _tiny_llama().to(dev)
+    model = tiny_llama().to(dev)
     ids = [5, 17, 3, 44, 60, 8, 9, 11]
     checks = {}
     with torch.no_grad():
@@ -381,17 +381,19 @@ def _ok(ok: bool, value) -> dict:
     return dict(ok=bool(ok), value=value if isinstance(value, bool) else float(value))
 
 
-def _tiny_llama():
-    """tests/conftest.py's tiny random Llama (fp32, deterministic), for the checks without pytest."""
+def tiny_llama(layers: int = 6, seed: int = 0, kv_heads: int = 2, vocab: int = 97):
+    """A small random-weight Llama (fp32, CPU, deterministic): the tests' model (tests/conftest.py
+    imports it from here), and the checks' when pytest is missing."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=256,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
                       attn_implementation="sdpa")
     model = LlamaForCausalLM(cfg).eval()
+    # random init is near-uniform; sharpen the head so greedy decoding has clear winners
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
     return model
