@@ -4,7 +4,7 @@ from __future__ import annotations
 from clasp_core.costs import Costs
 
 from .auto_view import round_reason
-from .state import RunView, is_copied, is_plain
+from .state import RunView, is_copied
 
 ACCEPTANCE_RULE = (
     "**The acceptance rule.** Greedy (temperature 0): a drafted token is accepted while it is the full model's "
