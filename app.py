@@ -187,11 +187,6 @@ def end_session(request: gr.Request = None):
     (SESSIONS / key / "clasp-trace.jsonl").unlink(missing_ok=True)
 
 
-def auto_note(view, device: str) -> str:
-    """What auto did with the knobs it overrides (K, DET, LOI), and why (ui.auto_view)."""
-    return auto_summary(view, device)
-
-
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
         strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
     """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
@@ -229,8 +224,9 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
             strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
-    """Compare's "Run all": every draft source (the five layer choices and the two lookups) on this prompt with the same M, K, DET and LOI, one after
-    the other, auto off for all (auto runs with the DP's choices only, so it would make the rows unequal)."""
+    """Compare's "Run all": every draft source (the five layer choices and the two lookups) on this prompt
+    with the same M, K, DET and LOI, one after the other, auto off for all (auto runs with the DP's choices
+    only, so it would make the rows unequal)."""
     V = VIEW_COMPONENTS
     for n, name in enumerate(STRATEGIES, 1):
         for out in run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens,
@@ -303,7 +299,7 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
     finally:
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
-    status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_note(snap.clasp, lm.device)
+    status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_summary(snap.clasp, lm.device)
     snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: trace_file(snap.state.events, key), V["run_state"]: snap.state,

@@ -90,7 +90,7 @@ def test_a_det_stop_is_a_drafting_round_everywhere():
 
 # 3. the DP's share, K and M as auto really had them
 def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
-    import app
+    from ui.auto_view import auto_summary
 
     note = {"reason": "model", "choice": "draft", "step_ms": 53.0, "verify_slope": 0.3, "plain_speed": 1.0,
             "measured_speed": None, "hold": 0, "fallbacks": 0, "M": 1, "K": 2, "draft_speed": 1.2, "alpha": 0.8,
@@ -98,7 +98,7 @@ def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
     rounds = [rnd(0, 1, drafted=(6,), k_max=1, auto=note), rnd(1, 3, drafted=(6, 7, 8), k_max=3, auto=note)]
     view = RunState([prefill(auto=True), layer_choice(0), *rounds,
                      done(rounds, wall=1.0, dp_s=0.074, dp_calls=2)]).clasp
-    text = app.auto_note(view, "cpu")
+    text = auto_summary(view, "cpu")
     assert "7.4%" in text and "K = 1–3" in text and "M ∈ {1}" in text
     assert "exactly K" not in text and "stays near 3%" not in text
     assert "53 ms" in text                                                    # and why it drafted
