@@ -228,6 +228,10 @@ class _Run:
         ids, vals = top_two(logits)
         return dict(top_ids=ids, top_logits=vals)
 
+    def top_of_last(self, logits: torch.Tensor) -> dict:
+        """``tops`` of the last row alone, for an event of one token (Prefill, Step)."""
+        return {k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()}
+
     def finished(self) -> str | None:
         if self.out and self.out[-1] in self.eos:
             return "eos"
@@ -257,7 +261,7 @@ class _Run:
                      prompt_ids=list(self.prompt_ids), prompt_text=self.prompt_text, params=params,
                      seconds=self.prefill_s, first_token=first, first_text=self.commit([first])[0],
                      device=str(self.device), dtype=dtype_name(self.runner.dtype),
-                     **{k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()})
+                     **self.top_of_last(logits))
         return ev, hs
 
     def done(self, reason: str) -> Done:
@@ -282,9 +286,8 @@ class _Run:
             self.out.append(tok)
             pos += 1
             seconds = self.now() - t0
-            top = {k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()}
             yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.commit([tok])[0],
-                                      seconds=seconds, **top))
+                                      seconds=seconds, **self.top_of_last(logits)))
         yield self.done(reason)
 
     # CLaSp: draft with the skip set, verify with the full model, re-choose the skip set
