@@ -148,3 +148,24 @@ def test_bfloat16_engine_runs_part_from_generate_only_at_ties_and_float32_is_ide
         rows = [methods.run_one(embedded, q, m, cfg) for m in ("hf", "vanilla", "clasp")]
         assert {d.kind for d in run.verdicts(rows, 0.0).values()} == {"identical"}
     assert "tie" in kinds and "error" not in kinds, kinds
+
+
+def test_a_run_without_its_own_logits_is_judged_by_a_run_that_shares_its_prefix():
+    """transformers' prompt lookup records no logits. On an H200 in float16 it parted from generate at
+    the token where vanilla did (a near-tie) and was reported as an error, 'no top-2 was recorded'.
+    The engine's vanilla run emitted the same tokens up to there, so its top two are the witness."""
+    from clasp_core.bench import run
+
+    hf = dict(question_id=1, method="hf", token_ids=[5, 6, 7, 9], dtype="float16")
+    tops = dict(top_ids=[[5, 1], [6, 2], [8, 7], [9, 3]], top_logits=[[9.0, 1.0], [9.0, 1.0], [20.0, 20.0], [9.0, 1.0]])
+    vanilla = dict(question_id=1, method="vanilla", token_ids=[5, 6, 8, 9], dtype="float16", **tops)
+    pld = dict(question_id=1, method="hf-lookup", token_ids=[5, 6, 8, 4], dtype="float16")
+    v = run.verdicts([hf, vanilla, pld], 0.0)
+    assert v[(1, "hf-lookup")].kind == "tie" and v[(1, "hf-lookup")].position == 2
+    # no witness (the only run with logits parted elsewhere): still an error, and says why
+    far = dict(vanilla, token_ids=[5, 3, 8, 9])
+    d = run.verdicts([hf, far, pld], 0.0)[(1, "hf-lookup")]
+    assert d.kind == "error" and "no top-2" in d.reason
+    # a real gap in the witness's logits is an error too
+    wide = dict(vanilla, top_logits=[[9.0, 1.0], [9.0, 1.0], [20.0, 17.0], [9.0, 1.0]])
+    assert run.verdicts([hf, wide, pld], 0.0)[(1, "hf-lookup")].kind == "error"

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from ..decoding import GenConfig
 from ..metrics import speedup
-from ..ties import Divergence, classify
+from ..ties import Divergence, classify, first_difference
 from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import METHODS, check, reserve, run_one, warm_up
 from .specbench import model_id, write_answers
@@ -44,9 +44,23 @@ def verdicts(rows: list[dict], temperature: float) -> dict[tuple, Divergence]:
             n = len(hf[q])
             if v["token_ids"][:n] == hf[q][:len(v["token_ids"])]:
                 ref_tops = list(zip(v["top_ids"], v["top_logits"]))
-        out[(q, r["method"])] = classify(r["token_ids"], [t if t[0] else None for t in tops], hf[q],
-                                         r.get("dtype", "float32"), ref_tops)
+        tops = [t if t[0] else None for t in tops] or witness_tops(r, hf[q], rows)
+        out[(q, r["method"])] = classify(r["token_ids"], tops, hf[q], r.get("dtype", "float32"), ref_tops)
     return out
+
+
+def witness_tops(row: dict, reference: list[int], rows: list[dict]) -> list:
+    """Top-2s for a run that records none (transformers' own prompt lookup): those of another run of
+    the same question that emitted the same tokens up to and including the parting one. Its full
+    model saw the same context there, so its top two are this run's, up to rounding. Empty if none."""
+    k = first_difference(row["token_ids"], reference)
+    if k is None:
+        return []
+    for other in rows:
+        if (other is not row and other["question_id"] == row["question_id"] and other.get("top_ids")
+                and other["token_ids"][:k + 1] == row["token_ids"][:k + 1] and k < len(other["top_ids"])):
+            return [(i, v) if i else None for i, v in zip(other["top_ids"], other["top_logits"])]
+    return []
 
 
 def lossless_cell(ds: list[Divergence]) -> str:
