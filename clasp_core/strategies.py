@@ -85,7 +85,8 @@ class Strategy(Protocol):
 
 
 REGISTRY: dict[str, type[Strategy]] = {}
-NEEDS = ("name", "label", "help", "uses_dp", "drafts", "lookup", "bench_auto", "prepare", "choose", "due")
+# what register checks a class has: the protocol's attributes, then its methods
+NEEDS = (*Strategy.__annotations__, *(k for k, v in vars(Strategy).items() if callable(v) and not k.startswith("_")))
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
