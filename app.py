@@ -224,7 +224,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
             strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
-    """Compare's "Run all": every draft source (the five layer choices and the two lookups) on this prompt
+    """Compare's "Run all": every registered draft source (layer choices and lookups) on this prompt
     with the same M, K, DET and LOI, one after the other, auto off for all (auto runs with the DP's choices
     only, so it would make the rows unequal)."""
     V = VIEW_COMPONENTS
@@ -425,7 +425,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
                 strategy = gr.Dropdown(strategy_choices(), value="clasp",
                                        label="draft source", elem_id="strategy",
-                                       info="skipped layers chosen one of five ways, or drafts copied from the context (compare them in the "
+                                       info="skipped layers chosen one of several ways, or drafts copied from the context (compare them in the "
                                             "Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
