@@ -425,8 +425,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
                 strategy = gr.Dropdown(strategy_choices(), value="clasp",
                                        label="draft source", elem_id="strategy",
-                                       info="skipped layers chosen one of several ways, or drafts copied from the context (compare them in the "
-                                            "Compare tab)")
+                                       info="skipped layers chosen one of several ways, or drafts copied from the "
+                                            "context (compare them in the Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
                                 info=det_off["info"])

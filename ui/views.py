@@ -181,8 +181,9 @@ VIEWS = [
     View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
     View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(strategy_help(), elem_classes="help"), None),
-    View("compare_run_all", "Compare", lambda: gr.Button(f"Run all {len(strategy_choices())} draft sources (this prompt, M, K and DET, "
-                                                         "auto off)", size="sm", elem_id="run-all-btn"), None),
+    View("compare_run_all", "Compare", lambda: gr.Button(f"Run all {len(strategy_choices())} draft sources (this "
+                                                         "prompt, M, K and DET, auto off)", size="sm",
+                                                         elem_id="run-all-btn"), None),
     View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
          lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,

@@ -9,8 +9,8 @@ import torch
 from ..decoding import GenConfig, encode_prompt, generate, get_runner
 from ..metrics import dtype_name
 from ..model import LoadedModel
-from ..ties import run_tops
 from ..strategies import LOOKUP_STRATEGIES, Names, registered
+from ..ties import run_tops
 from ..trace import Round, Step
 from .common import sync
 from .stats import task_of
