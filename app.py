@@ -33,10 +33,10 @@ from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip, dtype_name
 from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device, resolve_dtype
 from clasp_core.presets import SMOLLM2_HUB, presets_for
-from clasp_core.strategies import DP_STRATEGIES
+from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
 from ui import replay
 from ui.auto_view import auto_summary
-from ui.compare import STRATEGIES, remember
+from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
 from ui.live import Pacer, RunStop, batches, start_engine
@@ -224,7 +224,7 @@ def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
             strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
-    """Compare's "Run all": every draft source (the five layer choices and the two lookups) on this prompt
+    """Compare's "Run all": every registered draft source (layer choices and lookups) on this prompt
     with the same M, K, DET and LOI, one after the other, auto off for all (auto runs with the DP's choices
     only, so it would make the rows unequal)."""
     V = VIEW_COMPONENTS
@@ -423,10 +423,10 @@ def build(default_model: str | None = None) -> gr.Blocks:
                 num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
                                      label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
                 draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
-                strategy = gr.Dropdown([(label, name) for name, label in STRATEGIES.items()], value="clasp",
+                strategy = gr.Dropdown(strategy_choices(), value="clasp",
                                        label="draft source", elem_id="strategy",
-                                       info="skipped layers chosen one of five ways, or drafts copied from the context (compare them in the "
-                                            "Compare tab)")
+                                       info="skipped layers chosen one of several ways, or drafts copied from the "
+                                            "context (compare them in the Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
                 det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
                                 info=det_off["info"])

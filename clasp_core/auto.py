@@ -1,9 +1,10 @@
 """How much to draft each round: the user's fixed settings, or adaptive skipping ("auto").
 
 Both policies answer ``plan()`` -> (arm with M, K, predicted speed; arm None = a plain
-full-model step) and learn from ``observe()`` / ``observe_dp()``; the decoding loop never
-asks which one it has. ``FixedPolicy`` drafts K tokens with M skipped layers every round,
-stops a draft when its confidence falls below DET and chooses layers at the prefill.
+full-model step) and learn from ``observe_prefill()``, ``observe()`` and ``observe_dp()``; the
+decoding loop never asks which one it has (``Policy`` is the protocol both follow).
+``FixedPolicy`` drafts K tokens with M skipped layers every round, stops a draft when its
+confidence falls below DET and chooses layers at the prefill.
 
 Auto picks M and K each round to maximise expected tokens per second, and promises never to be
 slower than plain decoding by more than noise. Everything is measured by the run itself, in
@@ -34,7 +35,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from .costs import Costs, draft_step_estimate, expected_tokens, verify_cost
 from .metrics import DEFAULT_SKIP_FRACTION
@@ -58,6 +59,30 @@ class Arm:
         return min(0.98, mean + bonus)
 
 
+class Policy(Protocol):
+    """How much to draft each round, and what the policy learns from the run."""
+
+    det: float                      # stop a draft below this top-1 probability (0: never)
+    choose_at_prefill: bool         # choose the first skip set from the prompt's last token
+    note: dict | None               # why the last plan was made (Round.auto), None if nothing to tell
+
+    def plan(self) -> tuple[Arm | None, int, float]:
+        """(arm, K, predicted speed in plain steps) for the next round; arm None = a plain step."""
+
+    def loi(self, base: int) -> int:
+        """Rounds between two layer choices, given the setting."""
+
+    def observe_prefill(self, seconds: float, tokens: int) -> None:
+        """The prompt's pass: ``tokens`` positions in ``seconds``."""
+
+    def observe(self, arm: Arm | None, drafted: int, accepted: int, draft_steps: int, draft_s: float,
+                verify_s: float) -> None:
+        """One round's costs and how many of its drafts were accepted."""
+
+    def observe_dp(self, seconds: float) -> None:
+        """The cost of one layer choice by the DP."""
+
+
 @dataclass
 class FixedPolicy:
     """The settings as given: M, K and DET every round, layer choice every LOI rounds."""
@@ -77,9 +102,12 @@ class FixedPolicy:
     def loi(self, base: int) -> int:
         return base
 
+    def observe_prefill(self, seconds: float, tokens: int) -> None:
+        """Fixed settings learn nothing from the prompt's pass."""
+
     def observe(self, arm: Arm | None, drafted: int, accepted: int, draft_steps: int, draft_s: float,
                 verify_s: float) -> None:
-        """Fixed settings learn nothing from a round."""
+        """Nor from a round."""
 
     def observe_dp(self, seconds: float) -> None:
         """Nor from the layer choice's cost."""
@@ -99,7 +127,7 @@ class AutoPolicy:
     K_max: int
     head_share: float                    # lm_head's share of a step's weights (draft cost floor)
     arms: list[Arm] = field(default_factory=list)
-    prefill: tuple[float, int] | None = None   # (seconds, tokens): a first guess at beta
+    prefill: tuple[float, int] | None = field(default=None, init=False)   # (seconds, tokens), observe_prefill
     margin: float = 1.05                 # draft only where it is predicted clearly faster
     explore: float = 0.25                # optimism added to an arm's acceptance while it is new
     explore_trials: int = 4
@@ -218,6 +246,11 @@ class AutoPolicy:
         return note
 
     # ---- what a round tells ----------------------------------------------------------------
+    def observe_prefill(self, seconds: float, tokens: int) -> None:
+        """The prompt's pass prices extra positions: auto's first guess at beta, until verifications
+        are measured."""
+        self.prefill = (seconds, tokens)
+
     def observe_plain(self, seconds: float) -> None:
         self.plain_seen += 1
         self.since_plain = 0

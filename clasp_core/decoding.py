@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from .auto import AutoPolicy, FixedPolicy, head_share
+from .auto import AutoPolicy, FixedPolicy, Policy, head_share
 from .detok import Detokenizer
 from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import default_num_skip, dtype_name, tau
@@ -295,12 +295,11 @@ class _Run:
         cfg, M = self.cfg, self.cfg.num_skip
         layers = make_strategy(cfg.strategy, cfg.seed)
         params = layers.prepare(self.lm, M)                 # e.g. the static search: before any clock
-        policy = (AutoPolicy(self.runner.num_layers, M, cfg.draft_len, head_share(self.lm.model),
-                             prefill=None) if cfg.auto else FixedPolicy(M, cfg.draft_len, cfg.det))
+        policy: Policy = (AutoPolicy(self.runner.num_layers, M, cfg.draft_len, head_share(self.lm.model))
+                          if cfg.auto else FixedPolicy(M, cfg.draft_len, cfg.det))
         at_prefill = policy.choose_at_prefill and layers.drafts
         ev, hs = self.prefill(hidden=at_prefill and layers.uses_dp, params=params)
-        if cfg.auto:
-            policy.prefill = (self.prefill_s, len(self.prompt_ids))
+        policy.observe_prefill(self.prefill_s, len(self.prompt_ids))
         yield from self.emit(ev)
         pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
         choice, planned, n_choices = None, None, 0

@@ -14,6 +14,11 @@ predicts (a round without a match is a plain step), ``clasp+lookup`` copies wher
 matches and drafts with the layer DP's set elsewhere. They sit here so that the app, the bench and
 the engine name every draft source alike.
 
+One registry holds them all: each class carries its name, its label and help for the page, and
+what it needs from the loop (a DP table, a layer draft, the context's n-grams), and ``@register``
+adds it. Every list of names (the engine's check, the bench's methods, the page's selector, where
+auto may run) is read from the registry when it is used, so a new draft source is one class here.
+
 Every strategy is lossless: the full model verifies whatever the draft proposes.
 """
 from __future__ import annotations
@@ -21,15 +26,17 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
 from .layer_dp import DPResult, backtrack, choose_skip_set
 
-STRATEGIES = ("clasp", "clasp-once", "static", "early-exit", "random", "lookup", "clasp+lookup")
-DP_STRATEGIES = ("clasp", "clasp-once", "clasp+lookup")
-LOOKUP_STRATEGIES = ("lookup", "clasp+lookup")
+if TYPE_CHECKING:
+    from .model import LoadedModel
+    from .runner import Runner
 
 
 @dataclass
@@ -53,13 +60,118 @@ class Choice:
         return self.for_m(m)[0]
 
 
+class Strategy(Protocol):
+    """What the decoding loop asks of a draft source, built as ``cls(seed)`` once per run. The class
+    attributes are read before any instance exists: by the registry's lists, the page's selector
+    and the bench's methods."""
+
+    name: ClassVar[str]             # GenConfig.strategy, the bench method and the selector's value
+    label: ClassVar[str]            # the selector's text; the part before a colon names it in verdicts
+    help: ClassVar[str]             # one sentence (markdown) for the page's help on draft sources
+    uses_dp: ClassVar[bool]         # builds the layer DP's table: auto may pick any M <= num_skip from it
+    drafts: ClassVar[bool]          # the skipped-layer draft runs (False: copied drafts or plain steps only)
+    lookup: ClassVar[bool]          # copies from the context where an n-gram matches
+    bench_auto: ClassVar[bool]      # the bench's method of this name runs with auto on
+
+    def prepare(self, lm: LoadedModel, M: int) -> dict:
+        """Work done before the run's clocks start; returns what to report in Prefill.params."""
+
+    def choose(self, runner: Runner, xs: torch.Tensor | None, p: int, M: int) -> Choice:
+        """The M layers to skip, from the hidden states ``xs`` of the token at position ``p``
+        (None when the strategy does not use the DP)."""
+
+    def due(self, rounds_since: int, loi: int) -> bool:
+        """Whether to choose again after this round."""
+
+
+REGISTRY: dict[str, type[Strategy]] = {}
+# what register checks a class has: the protocol's attributes, then its methods
+NEEDS = (*Strategy.__annotations__, *(k for k, v in vars(Strategy).items() if callable(v) and not k.startswith("_")))
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: add a draft source under its ``name`` (the order of registration is the
+    order of every list). A clear TypeError for a class that lacks part of the protocol or
+    reuses a name."""
+    missing = [a for a in NEEDS if not hasattr(cls, a)]
+    if missing:
+        raise TypeError(f"strategy class {cls.__name__} lacks {', '.join(missing)}")
+    if not isinstance(cls.name, str) or not cls.name:
+        raise TypeError(f"strategy class {cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"the strategy name {cls.name!r} is taken by {REGISTRY[cls.name].__name__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a draft source (a test's throwaway one); every list drops it at once."""
+    REGISTRY.pop(name, None)
+
+
+def registered() -> list[type[Strategy]]:
+    return list(REGISTRY.values())
+
+
+class Names(Sequence):
+    """A read-only tuple of names recomputed from ``make`` at each use: the module-level lists stay
+    importable by name and still see a strategy registered after the import."""
+
+    def __init__(self, make: Callable[[], Iterable[str]]):
+        self._make = make
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(self._make())
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self._names() == tuple(other)
+        return NotImplemented
+
+    def __add__(self, other) -> tuple[str, ...]:
+        return self._names() + tuple(other)
+
+    def __radd__(self, other) -> tuple[str, ...]:
+        return tuple(other) + self._names()
+
+    __hash__ = None                 # it changes with the registry
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+STRATEGIES = Names(lambda: REGISTRY)
+DP_STRATEGIES = Names(lambda: (s.name for s in registered() if s.uses_dp))
+LOOKUP_STRATEGIES = Names(lambda: (s.name for s in registered() if s.lookup))
+
+
+@register
 class LayerDP:
     """``clasp``: the in-context DP, on the newest verified token, every LOI rounds."""
 
     name = "clasp"
+    label = "CLaSp: the layer DP, re-run every LOI rounds"
+    help = ("*CLaSp* re-runs the layer DP on the newest hidden states every LOI rounds, so the skip set follows "
+            "the context.")
     uses_dp = True
-    drafts = True                   # the skipped-layer draft runs (False: copied drafts only)
-    lookup = False                  # copy from the context where an n-gram matches
+    drafts = True
+    lookup = False
+    bench_auto = False              # the bench's "auto" method is this strategy with auto on
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     def prepare(self, lm, M: int) -> dict:
         return {}
@@ -72,29 +184,29 @@ class LayerDP:
         return rounds_since >= loi
 
 
+@register
 class LayerDPOnce(LayerDP):
     """``clasp-once``: the DP's first choice is kept for the whole run."""
 
     name = "clasp-once"
+    label = "DP once, on the prompt's last token"
+    help = "*DP once* keeps the set the DP picked from the prompt (the paper's LOI ablation)."
 
     def due(self, rounds_since: int, loi: int) -> bool:
         return False
 
 
-class LayerDPLookup(LayerDP):
-    """``clasp+lookup``: copy where the context's n-gram matches, else draft with the DP's set."""
-
-    name = "clasp+lookup"
-    lookup = True
-
-
 class FixedLayers:
     """A set that does not depend on the context: chosen before the first draft, never again."""
 
-    name = ""
+    name = ""                       # a base class: not registered
     uses_dp = False
     drafts = True
     lookup = False
+    bench_auto = False
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     def prepare(self, lm, M: int) -> dict:
         """Work done before the run's clocks start; returns what to report in Prefill.params."""
@@ -113,31 +225,14 @@ class FixedLayers:
         return False
 
 
-class EarlyExit(FixedLayers):
-    """``early-exit``: skip the last M layers (LayerSkip's draft, without its training)."""
-
-    name = "early-exit"
-
-    def layers(self, M: int) -> list[int]:
-        return list(range(self.L - M, self.L))
-
-
-class RandomLayers(FixedLayers):
-    """``random``: M layers drawn with random.Random(seed), so the sampling generator is not touched."""
-
-    name = "random"
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def layers(self, M: int) -> list[int]:
-        return random.Random(self.seed).sample(range(self.L), M)
-
-
+@register
 class StaticLayers(FixedLayers):
     """``static``: the offline set of static_search.py (searched once per model and M, then cached)."""
 
     name = "static"
+    label = "static: one set per model and M, found offline"
+    help = ("*Static* is the Self-SD idea: one set per model, searched offline on calibration prompts for draft "
+            "agreement, then reused.")
 
     def prepare(self, lm, M: int) -> dict:
         from .static_search import static_skip_set      # imported here: only this strategy needs it
@@ -152,10 +247,39 @@ class StaticLayers(FixedLayers):
         return self.skip
 
 
+@register
+class EarlyExit(FixedLayers):
+    """``early-exit``: skip the last M layers (LayerSkip's draft, without its training)."""
+
+    name = "early-exit"
+    label = "early exit: skip the last M layers"
+    help = "*Early exit* drafts with the first L − M layers (LayerSkip's draft, without its training)."
+
+    def layers(self, M: int) -> list[int]:
+        return list(range(self.L - M, self.L))
+
+
+@register
+class RandomLayers(FixedLayers):
+    """``random``: M layers drawn with random.Random(seed), so the sampling generator is not touched."""
+
+    name = "random"
+    label = "random: M layers drawn from the seed"
+    help = "*Random* is the floor."
+
+    def layers(self, M: int) -> list[int]:
+        return random.Random(self.seed).sample(range(self.L), M)
+
+
+@register
 class LookupOnly(FixedLayers):
     """``lookup``: no layers are chosen and none skipped; a round without a match is a plain step."""
 
     name = "lookup"
+    label = "prompt lookup: copy what followed the last n-gram in the context"
+    help = ("*Prompt lookup* runs no draft model: when the context's last 3, 2 or 1 tokens appeared before, it "
+            "proposes what followed them there, for free (the round costs only the check); where nothing matches "
+            "the round is a plain step.")
     drafts = False
     lookup = True
 
@@ -163,11 +287,21 @@ class LookupOnly(FixedLayers):
         return []
 
 
-def make_strategy(name: str, seed: int = 0):
-    """The strategy object for a name of STRATEGIES; raises ValueError on anything else."""
-    makers = {"clasp": LayerDP, "clasp-once": LayerDPOnce, "static": StaticLayers, "early-exit": EarlyExit,
-              "random": lambda: RandomLayers(seed), "clasp+lookup": LayerDPLookup,
-              "lookup": LookupOnly}
-    if name not in makers:
+@register
+class LayerDPLookup(LayerDP):
+    """``clasp+lookup``: copy where the context's n-gram matches, else draft with the DP's set."""
+
+    name = "clasp+lookup"
+    label = "CLaSp + lookup: copy where an n-gram matches, else skip layers"
+    help = ("*CLaSp + lookup* copies where an n-gram matches and drafts with CLaSp's skipped layers elsewhere; "
+            "with auto on it takes plain steps where neither pays.")
+    lookup = True
+    bench_auto = True               # copies where they match, else auto's layer draft or a plain step
+
+
+def make_strategy(name: str, seed: int = 0) -> Strategy:
+    """The strategy object for a registered name, built from the run's seed (only ``random`` uses it);
+    raises ValueError on anything else."""
+    if name not in REGISTRY:
         raise ValueError(f"unknown layer-choice strategy {name!r}; use one of {', '.join(STRATEGIES)}")
-    return makers[name]()
+    return REGISTRY[name](seed)

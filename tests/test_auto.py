@@ -52,7 +52,8 @@ def test_falls_back_to_plain_steps_when_drafting_is_slower():
 def test_a_slow_warm_up_does_not_make_drafting_look_cheap():
     """Issue 18: the app's first run priced drafting against two slow warm-up steps (1212 and 407 ms
     against a median of 53 ms), then drafted in 38 of 40 rounds at 0.29x vanilla."""
-    p = policy(prefill=(0.25, 40))
+    p = policy()
+    p.observe_prefill(0.25, 40)
     for s in (1.212, 0.407, 0.053, 0.053, 0.054):
         p.observe_plain(s)
     assert p.c1 == pytest.approx(0.0535)            # the warm-up step is left out, the outlier has no weight
@@ -96,7 +97,8 @@ def test_drafting_is_interrupted_by_plain_steps_that_re_measure_the_step():
 
 
 def test_prefill_sets_the_first_guess_of_verify_cost():
-    p = policy(prefill=(0.2, 51))
+    p = policy()
+    p.observe_prefill(0.2, 51)
     measured(p, 0.04)                               # prefill of 51 tokens = 5 steps -> beta = 4/50
     assert p.beta == pytest.approx(0.08)
 

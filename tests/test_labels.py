@@ -179,14 +179,6 @@ def test_a_token_inside_a_character_shows_no_replacement_or_placeholder():
     assert "part of a character" in html
 
 
-def test_the_selector_the_bench_and_the_engine_name_the_same_strategies():
-    from clasp_core.bench.methods import STRATEGIES as BENCH
-    from clasp_core.strategies import STRATEGIES as ENGINE
-    from ui.compare import STRATEGIES as PAGE
-
-    assert tuple(PAGE) == ENGINE == BENCH
-
-
 def test_auto_is_switched_off_and_says_why_for_choices_without_a_dp():
     import app
 

@@ -179,7 +179,7 @@ def test_the_verdict_is_worded_from_the_rows():
 
 
 def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
-    from ui.compare import STRATEGY_HELP, compare_dataframe
+    from ui.compare import compare_dataframe, strategy_help
 
     other = "<|im_start|>user\nSay hi.<|im_end|>"
     history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other),
@@ -187,12 +187,12 @@ def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
     df = compare_dataframe(history, None)                   # grouped by prompt, the latest run's prompt last
     assert df["prompt"].tolist() == ["Say hi.", "Name two fruits.", "Name two fruits.", "Name two fruits."]
     assert df["note"].tolist() == ["", "", "few drafts (1): noisy", ""]
-    assert "below" not in STRATEGY_HELP
+    assert "below" not in strategy_help()
 
 
 def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch):
     import app
-    from ui.compare import STRATEGIES
+    from clasp_core.strategies import STRATEGIES
 
     app.build()
     V = app.VIEW_COMPONENTS

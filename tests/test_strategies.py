@@ -6,9 +6,18 @@ import torch
 
 from clasp_core import static_search
 from clasp_core.auto import AutoPolicy
+from clasp_core.bench import methods
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.layer_dp import backtrack
-from clasp_core.strategies import LOOKUP_STRATEGIES, STRATEGIES
+from clasp_core.strategies import (
+    DP_STRATEGIES,
+    LOOKUP_STRATEGIES,
+    STRATEGIES,
+    FixedLayers,
+    LayerDP,
+    register,
+    unregister,
+)
 from clasp_core.trace import LayerChoice, Prefill, Round
 from tests.test_decoding import PROMPT, hf_greedy, run
 
@@ -102,3 +111,57 @@ def test_auto_with_clasp_once_runs_the_dp_once_and_stays_lossless(tiny, monkeypa
         assert r.skip == backtrack(choices[0].flags, 6, len(r.skip))[0]
     assert choices[0].skip == drafting[0].skip
     assert events[-1].output_ids == hf_greedy(tiny, 40)
+
+
+class SkipFirst(FixedLayers):
+    """A throwaway draft source: the first M layers (never registered outside the test below)."""
+
+    name = "skip-first"
+    label = "skip first: the first M layers"
+    help = "*Skip first* drafts with the last L − M layers."
+
+    def layers(self, M: int) -> list[int]:
+        return list(range(M))
+
+
+def test_one_registered_class_is_a_draft_source_everywhere(tiny):
+    import app
+    from ui.compare import _label, strategy_choices, strategy_help
+
+    assert "skip-first" not in STRATEGIES
+    register(SkipFirst)
+    try:
+        assert STRATEGIES[-1] == "skip-first" and "skip-first" not in DP_STRATEGIES + LOOKUP_STRATEGIES
+        assert "skip-first" in methods.METHODS                                  # the bench's methods
+        assert methods.engine_config(GenConfig(), "skip-first") == ("clasp", GenConfig(strategy="skip-first"))
+        assert strategy_choices()[-1] == ("skip first: the first M layers", "skip-first")   # the page's selector
+        assert "*Skip first* drafts" in strategy_help() and _label({"strategy": "skip-first"}) == "skip first"
+        off = app.auto_for_strategy("skip-first", True)                         # no DP table: auto is off
+        assert off["value"] is False and "skip-first" in off["info"]
+        tiny.model.generation_config.eos_token_id = None                        # and the engine runs it
+        events = run(tiny, num_skip=2, draft_len=4, strategy="skip-first")
+        choices, rounds = split(events)
+        assert choices[0].skip == [0, 1] and choices[0].strategy == "skip-first"
+        assert any(r.drafted for r in rounds) and events[-1].output_ids == hf_greedy(tiny, 40)
+        with pytest.raises(ValueError, match="auto .* only, not 'skip-first'"):
+            generate(tiny, None, GenConfig(auto=True, strategy="skip-first"), prompt_ids=PROMPT)
+    finally:
+        unregister("skip-first")
+    assert "skip-first" not in STRATEGIES and "skip-first" not in methods.METHODS
+    assert "skip-first" not in [name for _, name in strategy_choices()]
+    with pytest.raises(ValueError, match="unknown layer-choice strategy 'skip-first'"):
+        generate(tiny, None, GenConfig(strategy="skip-first"), prompt_ids=PROMPT)
+
+
+def test_register_refuses_a_taken_name_or_a_class_missing_part_of_the_protocol():
+    class Again(LayerDP):
+        pass                                    # inherits the name "clasp"
+
+    class NoHelp:
+        name, label, uses_dp, drafts, lookup, bench_auto = "no-help", "no help", False, True, False, False
+
+    with pytest.raises(TypeError, match="the strategy name 'clasp' is taken by LayerDP"):
+        register(Again)
+    with pytest.raises(TypeError, match="NoHelp lacks help, prepare, choose, due"):
+        register(NoHelp)
+    assert "no-help" not in STRATEGIES and STRATEGIES[0] == "clasp"

@@ -5,34 +5,31 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from clasp_core.metrics import acceptance_rate, speedup
-from clasp_core.strategies import DP_STRATEGIES
+from clasp_core.strategies import DP_STRATEGIES, REGISTRY, registered
 
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunState
 
-# value -> label of the app's selector; the values are the engine's (and the bench's) strategy names
-STRATEGIES = {
-    "clasp": "CLaSp: the layer DP, re-run every LOI rounds",
-    "clasp-once": "DP once, on the prompt's last token",
-    "static": "static: one set per model and M, found offline",
-    "early-exit": "early exit: skip the last M layers",
-    "random": "random: M layers drawn from the seed",
-    "lookup": "prompt lookup: copy what followed the last n-gram in the context",
-    "clasp+lookup": "CLaSp + lookup: copy where an n-gram matches, else skip layers",
-}
-STRATEGY_HELP = (
-    "**Draft sources: ways to choose the layers the draft skips, or copies from the context.** All use the same draft-and-verify loop, the same M, K and "
-    "DET, and all are lossless (the full model checks every token); only the draft's quality differs. "
-    "*CLaSp* re-runs the layer DP on the newest hidden states every LOI rounds, so the skip set follows the "
-    "context. *DP once* keeps the set the DP picked from the prompt (the paper's LOI ablation). *Static* is the "
-    "Self-SD idea: one set per model, searched offline on calibration prompts for draft agreement, then reused. "
-    "*Early exit* drafts with the first L − M layers (LayerSkip's draft, without its training). *Random* is the "
-    "floor. *Prompt lookup* runs no draft model: when the context's last 3, 2 or 1 tokens appeared before, it "
-    "proposes what followed them there, for free (the round costs only the check); where nothing matches the "
-    "round is a plain step. *CLaSp + lookup* copies where an n-gram matches and drafts with CLaSp's skipped "
-    "layers elsewhere; with auto on it takes plain steps where neither pays. "
+HELP_INTRO = (
+    "**Draft sources: ways to choose the layers the draft skips, or copies from the context.** All use the same "
+    "draft-and-verify loop, the same M, K and DET, and all are lossless (the full model checks every token); only "
+    "the draft's quality differs.")
+HELP_OUTRO = (
     "Run the same prompt under each (or press *Run all* in the Compare tab) and compare τ (tokens "
     "per round) and the acceptance rate in the Compare tab's table and chart.")
+
+
+def strategy_choices() -> list[tuple[str, str]]:
+    """(label, value) of the app's selector, one per registered draft source; the values are the engine's
+    (and the bench's) strategy names."""
+    return [(s.label, s.name) for s in registered()]
+
+
+def strategy_help() -> str:
+    """The page's help on draft sources: what they share, one sentence each, how to compare them."""
+    return " ".join([HELP_INTRO, *(s.help for s in registered()), HELP_OUTRO])
+
+
 COLUMNS = ["prompt", "settings", "strategy", "auto", "M", "K", "DET", "LOI", "τ", "acceptance", "drafted",
            "tokens/s", "× vanilla", "note"]
 MAX_HISTORY = 40
@@ -128,7 +125,9 @@ def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFr
 
 
 def _label(r: dict) -> str:
-    return STRATEGIES.get(r["strategy"], r["strategy"]).split(":")[0]
+    """The strategy's short name: its selector label up to the colon (the bare name if it is unknown)."""
+    s = REGISTRY.get(r["strategy"])
+    return s.label.split(":")[0] if s else r["strategy"]
 
 
 def conclusion(history: list | None, state: RunState | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from .analysis import accepted_histogram, persistence_figure, persistence_note
-from .compare import STRATEGY_HELP, compare_dataframe, compare_figure, conclusion
+from .compare import compare_dataframe, compare_figure, conclusion, strategy_choices, strategy_help
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
@@ -180,9 +180,10 @@ VIEWS = [
          lambda s: persistence_note(s.clasp)),
     View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
     View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
-    View("strategies", "Teach", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
-    View("compare_run_all", "Compare", lambda: gr.Button("Run all seven draft sources (this prompt, M, K and DET, "
-                                                         "auto off)", size="sm", elem_id="run-all-btn"), None),
+    View("strategies", "Teach", lambda: gr.Markdown(strategy_help(), elem_classes="help"), None),
+    View("compare_run_all", "Compare", lambda: gr.Button(f"Run all {len(strategy_choices())} draft sources (this "
+                                                         "prompt, M, K and DET, auto off)", size="sm",
+                                                         elem_id="run-all-btn"), None),
     View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
          lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
@@ -190,7 +191,7 @@ VIEWS = [
          lambda s: compare_dataframe(s.history, s.state)),
     View("compare_plot", "Compare", lambda: gr.Plot(compare_figure(None, None), elem_id="compare-plot"),
          lambda s: compare_figure(s.history, s.state)),
-    View("compare_help", "Compare", lambda: gr.Markdown(STRATEGY_HELP, elem_classes="help"), None),
+    View("compare_help", "Compare", lambda: gr.Markdown(strategy_help(), elem_classes="help"), None),
 ]
 def render(views: dict[str, gr.Component], snap: Snapshot, heavy: bool = True) -> dict:
     """{component: value} for the live views, and for the others too when ``heavy``."""

@@ -9,27 +9,28 @@ import torch
 from ..decoding import GenConfig, encode_prompt, generate, get_runner
 from ..metrics import dtype_name
 from ..model import LoadedModel
+from ..strategies import LOOKUP_STRATEGIES, Names, registered
 from ..ties import run_tops
-from ..strategies import LOOKUP_STRATEGIES
 from ..trace import Round, Step
 from .common import sync
 from .stats import task_of
 
-# bench method: (engine method, layer choice, auto M/K); every strategy is the same draft/verify loop
-ENGINE = {
-    "vanilla": ("vanilla", None, False),
-    "clasp": ("clasp", "clasp", False),            # the layer DP every LOI rounds
-    "auto": ("clasp", "clasp", True),              # ... with M and K adapted from measured costs
-    "clasp-once": ("clasp", "clasp-once", False),  # the DP once, on the prompt
-    "static": ("clasp", "static", False),          # one set per (model, M), searched offline
-    "early-exit": ("clasp", "early-exit", False),  # the last M layers
-    "random": ("clasp", "random", False),          # M layers drawn from the seed
-    "lookup": ("clasp", "lookup", False),          # copies from the context (prompt lookup), else plain steps
-    "clasp+lookup": ("clasp", "clasp+lookup", True),   # copies where they match, else auto's layer draft or plain
-}
 HF = {"hf": {}, "hf-lookup": {"prompt_lookup_num_tokens": 10}}    # transformers generate; its own prompt lookup
-METHODS = ("hf", *ENGINE, "hf-lookup")
-STRATEGIES = tuple(dict.fromkeys(s for _, s, _ in ENGINE.values() if s))
+
+
+def engine_methods() -> dict[str, tuple[str, str | None, bool]]:
+    """bench method -> (engine method, layer choice, auto M/K): ``vanilla``, then every registered draft
+    source under its own name (the same draft/verify loop), with ``auto`` (CLaSp with M and K adapted
+    from measured costs) after ``clasp``. Read from the registry, so a new strategy is a method too."""
+    table = {"vanilla": ("vanilla", None, False)}
+    for s in registered():
+        table[s.name] = ("clasp", s.name, s.bench_auto)
+        if s.name == "clasp":
+            table["auto"] = ("clasp", "clasp", True)
+    return table
+
+
+METHODS = Names(lambda: ("hf", *engine_methods(), "hf-lookup"))
 
 
 def check(methods: list[str]) -> None:
@@ -40,7 +41,7 @@ def check(methods: list[str]) -> None:
 
 
 def engine_config(cfg: GenConfig, method: str) -> tuple[str, GenConfig]:
-    kind, strategy, auto = ENGINE[method]
+    kind, strategy, auto = engine_methods()[method]
     return kind, replace(cfg, auto=auto, strategy=strategy or "clasp")
 
 
