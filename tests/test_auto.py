@@ -1,7 +1,9 @@
 """Adaptive skipping: the policy's decisions from measured costs, and losslessness of auto runs."""
+import inspect
+
 import pytest
 
-from clasp_core.auto import AutoPolicy
+from clasp_core.auto import AutoPolicy, FixedPolicy, Policy
 from clasp_core.decoding import GenConfig, generate
 from tests.test_decoding import PROMPT, hf_greedy
 
@@ -101,6 +103,20 @@ def test_prefill_sets_the_first_guess_of_verify_cost():
     p.observe_prefill(0.2, 51)
     measured(p, 0.04)                               # prefill of 51 tokens = 5 steps -> beta = 4/50
     assert p.beta == pytest.approx(0.08)
+
+
+def test_both_policies_answer_every_call_of_the_policy_protocol_alike():
+    """The loop calls these on whichever policy it has: a method missing from one, or taking other
+    arguments, would fail only in the runs that use that policy."""
+    calls = [k for k, v in vars(Policy).items() if callable(v) and not k.startswith("_")]
+    assert {"plan", "loi", "observe_prefill", "observe", "observe_dp"} <= set(calls)
+    for cls in (FixedPolicy, AutoPolicy):
+        for name in calls:
+            params = inspect.signature(getattr(cls, name)).parameters
+            assert list(params) == list(inspect.signature(getattr(Policy, name)).parameters), (cls, name)
+    fixed = FixedPolicy(4, 6, 0.7)
+    fixed.observe_prefill(0.2, 51)                  # learns nothing: the same plan before and after
+    assert fixed.plan() == (fixed.arm, 6, 1.0) and fixed.det == 0.7 and fixed.choose_at_prefill
 
 
 def test_dp_interval_stretches_to_keep_the_dp_cheap():
