@@ -23,7 +23,7 @@ from .detok import Detokenizer
 from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import default_num_skip, dtype_name, tau
 from .model import LoadedModel
-from .runner import Runner
+from .prompt import encode_prompt
 from .sampling import greedy_accept, sample, speculative_accept, warp
 from .strategies import DP_STRATEGIES, STRATEGIES, Choice, make_strategy
 from .ties import top_two
@@ -87,31 +87,6 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-# ---- prompt ------------------------------------------------------------------------------
-def encode_prompt(lm: LoadedModel, prompt: str, chat: bool = True) -> tuple[list[int], str]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty: type something to continue")
-    tok = lm.tokenizer
-    if tok is None:
-        raise ValueError("this model has no tokenizer; pass prompt_ids instead")
-    if chat and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = prompt
-        ids = tok(text)["input_ids"]
-    return list(ids), text
-
-
-def get_runner(lm: LoadedModel) -> Runner:
-    runner = getattr(lm, "_runner", None)
-    if runner is None:
-        runner = Runner(lm.model)
-        lm._runner = runner
-    return runner
-
-
 # ---- entry point -------------------------------------------------------------------------
 def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = "clasp",
              stop: threading.Event | None = None, *, prompt_ids: list[int] | None = None,
@@ -133,7 +108,7 @@ def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = 
         raise ValueError(f"the prompt has {len(ids)} tokens; with {cfg.max_new_tokens} new tokens that is "
                          f"{need}, over this model's context of {lm.max_context}: shorten the prompt or "
                          f"ask for fewer tokens")
-    runner = get_runner(lm)
+    runner = lm.runner
     runner.allocate(need + cfg.draft_len + cfg.num_skip + 2)
     capture_s = runner.prepare(cfg.draft_len + 1)       # CUDA graphs, captured before any clock starts
     run = _Run(lm, runner, cfg, ids, text, method, stop)

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from .model import LoadedModel, cache_dir
+from .prompt import encode_prompt
 from .runner import Runner
 
 CALIBRATION = (
@@ -197,7 +198,6 @@ def calibration_ids(lm: LoadedModel) -> list[list[int]]:
         g = torch.Generator().manual_seed(0)
         V = lm.config.vocab_size
         return [torch.randint(3, V, (8 + 2 * j,), generator=g).tolist() for j in range(len(CALIBRATION))]
-    from .decoding import encode_prompt        # decoding imports the strategies: import it late
     return [encode_prompt(lm, p)[0] for p in CALIBRATION]
 
 
