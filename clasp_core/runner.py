@@ -131,13 +131,15 @@ class Runner:
         rows = slice(T - 1, T) if last_only else slice(None)   # the DP wants the last token's states only
         hs = [x[0, rows]] if hidden else None
         rope = self.packed.rope_tables(cos, sin) if self.lean(T) else None    # once for all layers
-        for i in range(self.num_layers):
-            if i not in skip:
-                if self.spread and x.device != self.layer_devices[i]:
-                    x, cos, sin, at, mask = move(self.layer_devices[i], x, cos, sin, at, mask)
-                x = self.layer_step(i, x, cos, sin, at, mask, end, rope)
-            if hidden:
-                hs.append(x[0, rows])
+
+        def step(i: int, x: torch.Tensor) -> torch.Tensor:
+            nonlocal cos, sin, at, mask
+            if self.spread and x.device != self.layer_devices[i]:
+                x, cos, sin, at, mask = move(self.layer_devices[i], x, cos, sin, at, mask)
+            return self.layer_step(i, x, cos, sin, at, mask, end, rope)
+
+        record = (lambda x: hs.append(x[0, rows])) if hidden else None
+        x = self.run_layers(x, step, skip, record=record)
         self.cache.length = end
         y = x[:, -1:] if last_only else x
         if self.spread:
@@ -145,6 +147,20 @@ class Runner:
             hs = [h.to(self.device) for h in hs] if hidden else hs
         logits = self.head(self.norm(y))[0]
         return (logits, torch.stack(hs)) if hidden else logits
+
+    def run_layers(self, x, step, skip=frozenset(), *, start: int = 0, record=None):
+        """x through the layers start..L-1 in order, ``x = step(i, x)`` for each layer not in ``skip``.
+
+        The one loop over layers: the ordinary forward, the static-shape/CUDA-graph path (whose
+        step replays layer i on its static buffer) and the static search's calibration all run
+        through it, so all three skip the same way. ``record(x)``, when given, sees the states
+        after every layer, a skipped one included (its entry repeats its input). Returns the last x."""
+        for i in range(start, self.num_layers):
+            if i not in skip:
+                x = step(i, x)
+            if record is not None:
+                record(x)
+        return x
 
     # ---- one decoder layer -------------------------------------------------------------------
     def lean(self, T: int) -> bool:

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from .model import LoadedModel, cache_dir
+from .prompt import encode_prompt
 from .runner import Runner
 
 CALIBRATION = (
@@ -132,8 +133,7 @@ class Calibration:
         x = r.embed(ids)[None]
         cos, sin = r.rotary(x, pos[None])
         mask = (pos[None, :] <= pos[:, None]) & (first[None, :] == first[:, None])
-        for i in range(r.num_layers):
-            x = r.layer_step(i, x, cos, sin, pos, mask, n)
+        r.run_layers(x, lambda i, x: r.layer_step(i, x, cos, sin, pos, mask, n))   # it leaves the K/V behind
         # a draft row attends to its sequence's full-model K/V before it and to its own K/V, which it
         # writes to a scratch slot past the sequences (n + its row index)
         self.at = cols[n:]
@@ -148,8 +148,7 @@ class Calibration:
     def states(self, skip) -> list[torch.Tensor]:
         """The draft rows entering each layer 0..L-1 under ``skip``, then leaving the last."""
         xs = [self.x0]
-        for i in range(self.r.num_layers):
-            xs.append(xs[-1] if i in skip else self.step(i, xs[-1]))
+        self.r.run_layers(self.x0, self.step, skip, record=xs.append)
         return xs
 
     def score(self, x: torch.Tensor) -> tuple[float, float]:
@@ -175,10 +174,7 @@ def greedy(cal: Calibration, M: int, say: Callable[[str], None],
         xs = cal.states(skip)
         fresh = set()
         while (l := max(bound, key=bound.get)) not in fresh:
-            x = xs[l]                                  # what enters layer l, which is now skipped
-            for i in range(l + 1, L):
-                if i not in skip:
-                    x = cal.step(i, x)
+            x = cal.r.run_layers(xs[l], cal.step, skip, start=l + 1)   # from what enters layer l, now skipped
             bound[l] = cal.score(x)
             fresh.add(l)
             scored += 1
@@ -197,7 +193,6 @@ def calibration_ids(lm: LoadedModel) -> list[list[int]]:
         g = torch.Generator().manual_seed(0)
         V = lm.config.vocab_size
         return [torch.randint(3, V, (8 + 2 * j,), generator=g).tolist() for j in range(len(CALIBRATION))]
-    from .decoding import encode_prompt        # decoding imports the strategies: import it late
     return [encode_prompt(lm, p)[0] for p in CALIBRATION]
 
 

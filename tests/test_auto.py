@@ -130,6 +130,7 @@ def test_auto_does_not_commit_to_drafting_after_a_slow_warm_up_step(tiny, monkey
     """A whole auto run on a synthetic clock where the first plain step is slow (a warm-up): the
     policy must not draft on the strength of that step, and each round says why it was plain."""
     import clasp_core.decoding as decoding
+    from clasp_core.clock import Clock
 
     clock = {"t": 0.0, "calls": 0}
     real_verify = decoding._Run.verify
@@ -144,7 +145,7 @@ def test_auto_does_not_commit_to_drafting_after_a_slow_warm_up_step(tiny, monkey
         clock["t"] += verdict.seconds
         return verdict
 
-    monkeypatch.setattr(decoding._Run, "now", now)
+    monkeypatch.setattr(Clock, "now", now)
     monkeypatch.setattr(decoding._Run, "verify", verify)
     tiny.model.generation_config.eos_token_id = None
     events = list(generate(tiny, None, GenConfig(max_new_tokens=24, auto=True, num_skip=3, draft_len=4),

@@ -49,7 +49,7 @@ def test_greedy_clasp_on_the_static_path_equals_generate():
     model = tiny_llama()
     model.generation_config.eos_token_id = None
     lm = from_modules(model)
-    lm._runner = Runner(model, static=True)
+    lm.runner = Runner(model, static=True)
     done = list(generate(lm, None, GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=40), "clasp",
                          prompt_ids=PROMPT))[-1]
     assert done.output_ids == hf_greedy(lm, 40) and done.drafted > 0
@@ -64,7 +64,7 @@ def test_static_path_gives_the_ordinary_paths_tokens(method, K, T):
     outs = []
     for static in (False, True):
         lm = from_modules(model)
-        lm._runner = Runner(model, static=static)
+        lm.runner = Runner(model, static=static)
         cfg = GenConfig(num_skip=1, draft_len=K, det=0.0, loi=2, temperature=T, seed=3, max_new_tokens=45)
         outs.append(list(generate(lm, None, cfg, method, prompt_ids=PROMPT))[-1].output_ids)
     assert outs[0] == outs[1]
@@ -161,10 +161,10 @@ def test_greedy_clasp_with_cuda_graphs_gives_the_ordinary_paths_tokens():
     outs = []
     for static in (False, None):                      # None: the default on CUDA, graphs on
         lm = from_modules(model)
-        lm._runner = Runner(model, static=static)
+        lm.runner = Runner(model, static=static)
         events = list(generate(lm, None, GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=40),
                                "clasp", prompt_ids=PROMPT))
         outs.append(events[-1].output_ids)
-    assert lm._runner.graphs > 0 and events[0].params["graph_capture_s"] > 0
+    assert lm.runner.graphs > 0 and events[0].params["graph_capture_s"] > 0
     assert outs[0] == outs[1]
 

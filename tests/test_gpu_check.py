@@ -11,9 +11,10 @@ import torch
 from clasp_core.bench import shapes
 from clasp_core.bench.methods import reserve, run_one
 from clasp_core.bench.run import _NoBar, graphs_line, progress_bar
-from clasp_core.decoding import GenConfig, encode_prompt, generate, get_runner
+from clasp_core.decoding import GenConfig, generate
 from clasp_core.layer_dp import choose_skip_set
 from clasp_core.model import from_modules, load_model
+from clasp_core.prompt import encode_prompt
 from clasp_core.runner import Runner
 from tests.conftest import ROOT, bench_prompts, tiny_llama
 from tests.test_decoding import PROMPT
@@ -53,8 +54,8 @@ def test_greedy_clasp_with_fixed_shape_dp_equals_generate():
     outs = []
     for fixed in (False, True):
         lm = from_modules(model)
-        lm._runner = Runner(model, static=True)                    # the CUDA path's math, on a CPU
-        lm._runner.dp_fixed = fixed
+        lm.runner = Runner(model, static=True)                     # the CUDA path's math, on a CPU
+        lm.runner.dp_fixed = fixed
         outs.append(list(generate(lm, None, GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=30),
                                   "clasp", prompt_ids=PROMPT))[-1].output_ids)
     ref = model.generate(torch.tensor([PROMPT]), max_new_tokens=30, do_sample=False, eos_token_id=None,
@@ -118,17 +119,17 @@ def test_shape_study_records_graphs_and_frees_the_model(monkeypatch):
 @pytest.mark.integration
 def test_bench_sizes_the_cache_once_and_rows_carry_graphs(tiny_dir):
     lm = load_model(str(tiny_dir), device="cpu", dtype="float32")
-    lm._runner = Runner(lm.model, static=True)                      # the CUDA path's bookkeeping
+    lm.runner = Runner(lm.model, static=True)                       # the CUDA path's bookkeeping
     prompts = [q for q in bench_prompts(1) if len(encode_prompt(lm, q["turns"][0])[0]) < 400][:3]  # tiny: 512
     assert len({len(encode_prompt(lm, q["turns"][0])[0]) for q in prompts}) == 3      # of different lengths
     cfg = GenConfig(num_skip=1, draft_len=3, det=0.0, max_new_tokens=6)
     cap = reserve(lm, prompts, cfg)
-    fast = get_runner(lm).fast
+    fast = lm.runner.fast
     for q in prompts:
         for m in ("hf", "vanilla", "clasp"):
             row = run_one(lm, q, m, cfg)
             assert row["graphs"] == 0 and row["graph_capture_s"] == 0.0
-    assert get_runner(lm).capacity == cap and get_runner(lm).fast is fast    # never grown, nothing recaptured
+    assert lm.runner.capacity == cap and lm.runner.fast is fast              # never grown, nothing recaptured
 
 
 # ---- gpu-check on a CPU, outside the app's dependencies ----------------------------------------------------

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from clasp_core.decoding import GenConfig, encode_prompt, generate
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.prompt import encode_prompt
 from clasp_core.trace import LayerChoice, Round
 from tests.conftest import bench_prompts
 

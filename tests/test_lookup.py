@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from clasp_core import decoding, trace
-from clasp_core.decoding import GenConfig, encode_prompt, generate
+from clasp_core.decoding import GenConfig, generate
+from clasp_core.prompt import encode_prompt
 from clasp_core.lookup import CopyPolicy, Match, NgramIndex
 from clasp_core.model import from_modules
 from clasp_core.trace import LayerChoice, Round

@@ -96,7 +96,7 @@ class Policy:
 
 def model_bytes(lm: LoadedModel) -> int:
     """Memory a loaded model holds: weights, and its runner's KV cache and packed copies once it has run."""
-    return loaded_bytes(lm.model, getattr(lm, "_runner", None))
+    return loaded_bytes(lm.model, lm.built_runner)
 
 
 @dataclass

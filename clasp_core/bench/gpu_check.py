@@ -201,7 +201,7 @@ def step_load(a) -> dict:
 
 
 def _prompt_ids(lm, n_max: int = 200) -> list[int]:
-    from ..decoding import encode_prompt
+    from ..prompt import encode_prompt
     from .common import read_prompts
 
     return encode_prompt(lm, read_prompts(PROG, None)[0]["turns"][0])[0][:n_max]
@@ -364,10 +364,10 @@ def step_checks(a) -> dict:
         ref = model.generate(torch.tensor([prompt], device=dev), max_new_tokens=40, do_sample=False,
                              eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
     lm = from_modules(model)
-    lm._runner = Runner(model)
+    lm.runner = Runner(model)
     got = list(generate(lm, None, GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=40), "clasp",
                         prompt_ids=prompt))[-1].output_ids
-    checks[f"greedy clasp ({lm._runner.graphs} graphs) = generate, 40 tokens"] = _ok(got == ref, got == ref)
+    checks[f"greedy clasp ({lm.runner.graphs} graphs) = generate, 40 tokens"] = _ok(got == ref, got == ref)
     eager.forward(torch.tensor(ids, device=dev), 0)
     d = _dp_diff(eager, torch.tensor(ids, device=dev), len(ids), model.config.num_hidden_layers)
     checks["DP attention, whole cache = [0, p+C) (max abs)"] = _ok(d < 1e-5, d)

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import torch
 
-from ..decoding import GenConfig, encode_prompt, generate, get_runner
+from ..decoding import GenConfig, generate
 from ..metrics import dtype_name
 from ..model import LoadedModel
+from ..prompt import encode_prompt
 from ..strategies import LOOKUP_STRATEGIES, Names, registered
 from ..ties import run_tops
 from ..trace import Round, Step
@@ -74,7 +75,7 @@ def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> 
                # tokens each decoding step added (the prefill's token is no step)
                accept_lengths=[len(e.emitted) if isinstance(e, Round) else 1
                                for e in events if isinstance(e, (Round, Step))])
-    runner = get_runner(lm)       # whether the run replayed CUDA graphs, and what capturing cost before it
+    runner = lm.runner  # whether the run replayed CUDA graphs, and what capturing cost before it
     row.update(graphs=runner.graphs, graph_capture_s=events[0].params.get("graph_capture_s", 0.0),
                graph_failed=runner.capture_failed)
     if cfg.temperature == 0:         # the full model's top two per token: ties.classify reads them
@@ -104,7 +105,7 @@ def reserve(lm: LoadedModel, prompts: list[dict], cfg: GenConfig) -> int:
     warm-up, so no prompt of the run grows the cache and recaptures every graph. Returns its size."""
     cfg = cfg.resolved(lm.num_layers)
     longest = max(len(encode_prompt(lm, q["turns"][0])[0]) for q in prompts)
-    runner = get_runner(lm)
+    runner = lm.runner
     runner.allocate(longest + cfg.max_new_tokens + cfg.draft_len + cfg.num_skip + 2)   # as generate() asks
     runner.prepare(cfg.draft_len + 1)
     return runner.capacity
