@@ -14,6 +14,7 @@ except ImportError:
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -340,8 +341,11 @@ def build(default_model: str | None = None) -> gr.Blocks:
         VIEW_COMPONENTS.update(V)
         shown = [V[v.name] for v in VIEWS if v.render]
         outputs = shown + [status, download, run_state, num_skip, history]
-        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                  history, dtype]
+        # run's parameters are the /run API's names: each takes the field of its name (the settings' by the table's)
+        fields = dict(prompt=prompt, model=model, num_skip=num_skip, draft_len=draft_len, det=det, loi=loi,
+                      temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new, auto=auto,
+                      strategy=strategy, history=history, dtype=dtype)
+        inputs = [fields[name] for name in inspect.signature(run).parameters if name != "request"]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
