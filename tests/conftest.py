@@ -38,20 +38,42 @@ def bench_prompts(per_task: int = 1) -> list[dict]:
     return out
 
 
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def app_url():
-    """The app built and served on a free local port, for one test module."""
+    """The app built once per test session and served as `python app.py` serves it (theme, stylesheet) on
+    a free local port: the API, sessions, models and browser tests share it, and its loaded model."""
     import app
 
     demo = app.build()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@pytest.fixture
+def page(monkeypatch):
+    """``app.build()`` for a unit test, leaving the served page of ``app_url`` working: the app keeps one
+    page per process (its components by name, the queue its model cache reads), so both are put back."""
+    import app
+
+    monkeypatch.setattr(app, "VIEW_COMPONENTS", {})
+    monkeypatch.setattr(app.MODELS, "queued", app.MODELS.queued)
+    return app.build()
+
+
+# the tests' usual run through /run: short, CLaSp drafting (auto off), greedy
+RUN = dict(model="", num_skip=8, draft_len=4, det=0.3, loi=2, temperature=0.0, top_p=1.0, seed=0,
+           max_new_tokens=16, auto=False)
+
+
+def run_args(prompt: str, **settings) -> dict:
+    """/run's arguments by keyword (as ui/page_bench.py calls it): ``RUN`` with ``settings`` over it."""
+    unknown = set(settings) - set(RUN) - {"strategy", "dtype"}
+    assert not unknown, f"not a /run parameter: {unknown}"
+    return dict(RUN, prompt=prompt, **settings)
 
 
 def named(out, names=None) -> dict:

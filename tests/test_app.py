@@ -4,7 +4,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clasp_core import trace
-from tests.conftest import named
+from tests.conftest import named, run_args
 
 pytestmark = pytest.mark.integration
 
@@ -14,8 +14,8 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def run(client, prompt, M=8, K=4, det=0.3, loi=2, temperature=0.0, max_new=16, auto=False):
-    return named(client.predict(prompt, "", M, K, det, loi, temperature, 1.0, 0, max_new, auto, api_name="/run"))
+def run(client, prompt, **settings):
+    return named(client.predict(**run_args(prompt, **settings), api_name="/run"))
 
 
 def test_run_streams_every_view_and_a_trace(client):
@@ -38,18 +38,18 @@ def test_bad_input_shows_an_error_and_the_next_run_works(client):
     with pytest.raises(AppError, match="empty"):
         run(client, "   ")
     with pytest.raises(AppError, match="must be between 0 and 29|greater than maximum value 29"):   # engine, or the slider once it knows L
-        run(client, "Hello", M=30)
+        run(client, "Hello", num_skip=30)
     with pytest.raises(AppError, match="greater than maximum"):   # the slider's own bound check
         run(client, "Hello", det=1.5)
     with pytest.raises(AppError, match="not found"):
-        client.predict("Hi", "/no/such/model", 8, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
-    assert run(client, "Say hi.", max_new=8)["status"].startswith("Done.")
+        run(client, "Hi", model="/no/such/model", max_new_tokens=8)
+    assert run(client, "Say hi.", max_new_tokens=8)["status"].startswith("Done.")
 
 
 def test_auto_run_and_trace_replay(client):
     import app
 
-    out = run(client, "What is 2 + 2?", auto=True, max_new=12)
+    out = run(client, "What is 2 + 2?", auto=True, max_new_tokens=12)
     assert out["status"].startswith("Done.") and "lossless-ok" in out["timing"]
     assert "auto" in out["status"]                                  # what auto did with the knobs is said
     replay = named(client.predict(handle_file(out["download"]), api_name="/replay"), app.REPLAY_OUTPUTS)
@@ -60,8 +60,8 @@ def test_auto_run_and_trace_replay(client):
 def test_stop_button_ends_the_run_early(client):
     import time
 
-    job = client.submit("Write a long story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 400,
-                        False, api_name="/run")
+    job = client.submit(**run_args("Write a long story about a lighthouse keeper.", max_new_tokens=400),
+                        api_name="/run")
     deadline = time.time() + 60
     while time.time() < deadline and not any("Decoding" in str(named(o)["status"]) for o in job.outputs()):
         time.sleep(0.2)
@@ -71,13 +71,13 @@ def test_stop_button_ends_the_run_early(client):
     done = [e for e in trace.read_trace(out["download"]) if isinstance(e, trace.Done)]
     assert [d.method for d in done] == ["clasp"] and done[0].stop_reason == "stopped"
     assert done[0].new_tokens < 400
-    assert run(client, "Say hi.", max_new=8)["status"].startswith("Done.")        # and the next run works
+    assert run(client, "Say hi.", max_new_tokens=8)["status"].startswith("Done.")        # and the next run works
 
 
 def test_layer_choices_are_compared_on_the_same_prompt(client):
     prompt = "Name two fruits."
-    first = run(client, prompt, max_new=12)
-    second = named(client.predict(prompt, "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 12, False, "early-exit", api_name="/run"))
+    first = run(client, prompt, max_new_tokens=12)
+    second = run(client, prompt, max_new_tokens=12, strategy="early-exit")
     assert second["status"].startswith("Done.") and "lossless-ok" in second["timing"]
     table = second["compare_table"]
     rows = [dict(zip(table["headers"], r)) for r in table["data"]]
@@ -87,7 +87,7 @@ def test_layer_choices_are_compared_on_the_same_prompt(client):
 
 
 def test_cjk_and_emoji_reach_the_page_whole(client, embedded):
-    out = run(client, "Repeat exactly: 北京欢迎你 🙂 café", max_new=24)
+    out = run(client, "Repeat exactly: 北京欢迎你 🙂 café", max_new_tokens=24)
     assert out["status"].startswith("Done.")
     assert "\ufffd" not in out["tokens"] and "\ufffd" not in out["tokens_vanilla"]
     events = trace.read_trace(out["download"])
@@ -106,11 +106,3 @@ def test_cjk_and_emoji_reach_the_page_whole(client, embedded):
                                             clean_up_tokenization_spaces=False)
         assert "".join(pieces) + done.tail_text == decoded and "\ufffd" not in decoded
 
-
-def test_dtype_is_part_of_the_model_cache_key():
-    """The same weights in bfloat16 are another model; float32 is the default on a CPU."""
-    import app
-
-    assert app.default_dtype() == "float32"              # the suite runs on a CPU
-    assert app.model_key("", "cpu") == app.model_key(None, "cpu", "float32") == ("default", "cpu", "float32")
-    assert app.model_key("", "cpu", "bfloat16") != app.model_key("", "cpu", "float32")

@@ -1,49 +1,28 @@
-"""The page in a real browser: Debian's Chromium opens the app, runs an example, and a screenshot is saved."""
+"""The page in a real browser: Debian's Chromium opens the app, runs an example, and screenshots are saved.
+
+The screenshots go to a temporary folder (CLASP_SCREENSHOTS to choose it); the README's own images
+(assets/screenshot*.png) are retaken only when asked: `make screenshots` sets CLASP_README_SHOTS=assets.
+"""
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "assets" / "screenshot.png"
+SHOTS = Path(os.environ.get("CLASP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "clasp-screenshots")
+SCREENSHOT = Path(os.environ.get("CLASP_README_SHOTS") or SHOTS) / "screenshot.png"
 TIE_TRACE = ROOT / "assets" / "tie-trace.jsonl"
 
 
 @pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start listening within 120 s")
-    if proc.poll() is not None:
-        log.seek(0)
-        pytest.fail(f"the app exited: {log.read().decode()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(app_url):
+    """The test session's one app server (tests/conftest.py), served as `python app.py` serves it."""
+    return app_url
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +102,7 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     kinds = {s.get_attribute("data-kind") for s in spans}
     assert "accepted" in kinds or "bonus" in kinds
     assert d.find_elements(By.CSS_SELECTOR, "#tokens-vanilla .tok")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     d.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.5)
     d.save_screenshot(str(SCREENSHOT))
@@ -155,7 +134,6 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     assert os.path.getsize(SCREENSHOT) > 10_000
 
 
-SHOTS = Path(os.environ.get("CLASP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "clasp-screenshots")
 WIDTHS = {"desktop": 1280, "wide": 1920, "phone": 390}
 
 
@@ -230,6 +208,7 @@ def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
         if b.text.strip() == "Replay a trace":
             b.click()
             break
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
     d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(TIE_TRACE))
     wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
     for stream in ("tokens-clasp", "tokens-vanilla"):

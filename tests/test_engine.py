@@ -72,7 +72,7 @@ def tiny_chat(embedded):
 
 
 @pytest.mark.integration
-def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, tiny_chat):
+def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, tiny_chat, page):
     """Load, warm-up and two runs driven through the app's handler: all torch work in one thread."""
     import app
     from clasp_core.decoding import GenConfig
@@ -92,18 +92,16 @@ def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, t
             threads["events"].add(threading.get_ident())
             yield event
 
-    from ui.models import ModelCache, Policy
+    from ui.models import AppModels, Policy
 
-    cache = ModelCache(policy=Policy.from_env("*"), loader=load_model, resident=("tiny-spec",))
+    cache = AppModels("tiny-spec", app.MODELS.device, policy=Policy.from_env("*"), loader=load_model)
     monkeypatch.setattr(app, "MODELS", cache)
-    monkeypatch.setattr(app, "_models", cache.models)
     monkeypatch.setattr(app, "generate", recorded_generate)
-    app.build()
     for seed in (1, 2):                            # the second run reuses the model in memory
         outs = list(app.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, seed, 6, False))
         status = outs[-1][app.VIEW_COMPONENTS["status"]]
         assert status.startswith("Done.") and "tiny-llama" in status
-    assert list(app._models) == [("tiny-spec", app.ARGS.device, "float32")]
+    assert list(cache.models) == [("tiny-spec", cache.device, "float32")]
     assert len(threads["load"]) == 1 and threads["events"]
     assert threads["load"] == threads["generate"] == threads["events"] == {ENGINE.ident}
     assert ENGINE.ident != threading.get_ident()

@@ -161,13 +161,16 @@ def test_knob_notes_say_what_auto_overrides(auto):
     assert ("untick auto for reproducible" in seed["info"]) == auto
 
 
-def test_m_slider_shows_the_default_models_range_before_any_run():
+def test_m_slider_follows_the_model_in_memory(monkeypatch):
+    from types import SimpleNamespace
+
     import app
 
-    app.build()
-    assert app.VIEW_COMPONENTS["num_skip"].maximum == app.DEFAULT_LAYERS - 1 == 29
-    if not app._models:                       # nothing loaded yet: the page opens on the default model's range
-        assert app.page_opened()["maximum"] == 29
+    monkeypatch.setattr(app.MODELS, "models", {})
+    assert app.page_opened()["maximum"] == 29            # nothing loaded yet: the default model's range
+    monkeypatch.setattr(app.MODELS, "models", {("org/tiny", "cpu", "float32"): SimpleNamespace(num_layers=3)})
+    opened = app.page_opened()
+    assert opened["maximum"] == 2 and "L = 3" in opened["label"]
 
 
 def test_a_token_inside_a_character_shows_no_replacement_or_placeholder():

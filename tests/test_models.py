@@ -17,7 +17,7 @@ from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from tests.conftest import tiny_llama
 from tests.test_loading import tiny_dir  # noqa: F401 - a fixture
-from ui.models import ModelCache, Policy
+from ui.models import ModelCache, Policy, offered_presets
 
 PRESETS = ("default", "HuggingFaceTB/SmolLM2-135M-Instruct")
 LLAMA_70B = dict(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
@@ -209,7 +209,7 @@ def test_the_space_field_offers_presets_and_named_ids(monkeypatch):
     monkeypatch.setattr(app.MODELS, "policy", app.model_policy(app.parse_args([])))
     with gr.Blocks():
         field = app.model_field(None)
-    assert [v for _, v in field.choices] == [p.id for p in app.offered_presets(app.ARGS.device)]
+    assert [v for _, v in field.choices] == [p.id for p in offered_presets(app.MODELS.device, app.ON_SPACES)]
     assert "CLASP_ALLOW_MODELS" in field.info
 
 
@@ -326,7 +326,7 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from tests.conftest import named
+    from tests.conftest import named, run_args
     from tests.test_loading import hub_cache
 
     hub_cache(tmp_path, "org/tiny-llama", sorted(tiny_dir.iterdir()), rev="abc123")
@@ -339,7 +339,8 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
     a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
 
     def run(client, model, M=8):
-        return client.submit("Say hi.", model, M, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
+        return client.submit(**run_args("Say hi.", model=model, num_skip=M, loi=1, max_new_tokens=8),
+                             api_name="/run")
 
     def done(job, model_name):
         out = named(job.result(timeout=300))
@@ -348,7 +349,7 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
 
     default = "SmolLM2-135M-Instruct (embedded"
     done(run(a, ""), default)
-    key = app.model_key("", app.ARGS.device)
+    key = app.MODELS.key("")
     loads = app.MODELS.loads[key]
     assert loads == 1
     for model, said in [("other/model", "Model 'other/model' is not offered on this Space"),
@@ -366,7 +367,7 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
         statuses = done(job_a, default)
         assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
     assert app.MODELS.loads[key] == loads                                  # never reloaded
-    assert app.MODELS.loads[app.model_key("org/tiny-llama", app.ARGS.device)] == 1       # kept in the LRU, memory allowing
+    assert app.MODELS.loads[app.MODELS.key("org/tiny-llama")] == 1       # kept in the LRU, memory allowing
 
 
 
@@ -379,5 +380,5 @@ def test_the_models_of_waiting_runs_are_read_from_the_pages_queue():
         return SimpleNamespace(fn=SimpleNamespace(fn=fn), data=SimpleNamespace(data=list(inputs)))
     demo = SimpleNamespace(_queue=SimpleNamespace(event_queue_per_concurrency_id={"1": SimpleNamespace(queue=[
         event(app.run, "Hi", "org/tiny-llama", 8), event(app.run, "Hi", "", 8), event(app.stop)])}))
-    assert app.queued_models(demo) == [("org/tiny-llama", app.ARGS.device), (app.DEFAULT_SPEC, app.ARGS.device)]
+    assert app.queued_models(demo) == [("org/tiny-llama", app.MODELS.device), (app.DEFAULT_SPEC, app.MODELS.device)]
     assert app.queued_models(SimpleNamespace()) == []          # no queue (yet): nothing is protected

@@ -190,11 +190,10 @@ def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
     assert "below" not in strategy_help()
 
 
-def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch):
+def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch, page):
     import app
     from clasp_core.strategies import STRATEGIES
 
-    app.build()
     V = app.VIEW_COMPONENTS
     calls = []
 

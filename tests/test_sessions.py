@@ -5,7 +5,7 @@ import pytest
 from gradio_client import Client
 
 from clasp_core import trace
-from tests.conftest import named
+from tests.conftest import named, run_args
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,7 @@ def wait_decoding(job, timeout=120):
 def test_stop_in_one_session_leaves_the_other_run_alone(app_url):
     a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
     assert a.session_hash != b.session_hash
-    job = a.submit("Write a short story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 40, False,
-                   api_name="/run")
+    job = a.submit(**run_args("Write a short story about a lighthouse keeper.", max_new_tokens=40), api_name="/run")
     wait_decoding(job)
     assert b.predict(api_name="/stop") == "Nothing is running."     # B's Stop: B has no run
     out = named(job.result(timeout=300))
@@ -33,8 +32,7 @@ def test_stop_in_one_session_leaves_the_other_run_alone(app_url):
     assert done["clasp"].output_ids == done["vanilla"].output_ids
 
     # and A's own Stop still stops A
-    job = a.submit("Write a long story about a lighthouse keeper.", "", 8, 4, 0.3, 2, 0.0, 1.0, 0, 400, False,
-                   api_name="/run")
+    job = a.submit(**run_args("Write a long story about a lighthouse keeper.", max_new_tokens=400), api_name="/run")
     wait_decoding(job)
     assert a.predict(api_name="/stop").startswith("Stopping")
     out = named(job.result(timeout=300))

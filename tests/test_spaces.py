@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError
 
 from clasp_core.model import embedded_dir
 from clasp_core.presets import SMOLLM2_HUB
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, named, run_args
 from tests.test_loading import hub_cache, tiny_dir  # noqa: F401 - tiny_dir is a fixture
 
 pytestmark = pytest.mark.integration
@@ -48,19 +48,19 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
 
         from gradio_client import Client
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        import app
 
         def run(model, M=8):
-            return client.submit("Say hi.", model, M, 4, 0.3, 1, 0.0, 1.0, 0, 8, False, api_name="/run")
+            return client.submit(**run_args("Say hi.", model=model, num_skip=M, loi=1, max_new_tokens=8),
+                                 api_name="/run")
 
-        out = dict(zip(app.RUN_OUTPUTS, run("").result(timeout=300)))
+        out = named(run("").result(timeout=300))
         assert out["status"].startswith("Done.") and SMOLLM2_HUB in out["status"] and "L = 30" in out["status"]
 
         # another Hub id through the same field: from the cache (offline), its loading shown in the page
         job = run("org/tiny-llama", M=1)
-        out = dict(zip(app.RUN_OUTPUTS, job.result(timeout=300)))
+        out = named(job.result(timeout=300))
         assert out["status"].startswith("Done.") and "org/tiny-llama · L = 3" in out["status"]
-        statuses = [dict(zip(app.RUN_OUTPUTS, o))["status"] for o in job.outputs()]
+        statuses = [named(o)["status"] for o in job.outputs()]
         assert any(str(st).startswith("Loading org/tiny-llama on cpu") for st in statuses), statuses
         with pytest.raises(AppError, match="'org/absent' not found in the local Hugging Face cache.*HF_HUB_OFFLINE"):
             run("org/absent", M=1).result(timeout=300)     # (the M slider now knows L = 3)
@@ -79,52 +79,19 @@ def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
         log.close()
 
 
-def test_address_from_gradio_variables_unless_flags_say(monkeypatch):
-    import app
-
-    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
-    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
-    assert app.serve_address(app.parse_args([])) == ("127.0.0.1", 7860)
-    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
-    monkeypatch.setenv("GRADIO_SERVER_PORT", "9001")
-    assert app.serve_address(app.parse_args([])) == ("0.0.0.0", 9001)
-    assert app.serve_address(app.parse_args(["--host", "127.0.0.1", "--port", "8000"])) == ("127.0.0.1", 8000)
-
-
-def test_model_field_offers_the_device_presets_and_free_text():
-    import gradio as gr
-
-    import app
-    from clasp_core.model import resolve_device
-    from clasp_core.presets import presets_for
-
-    with gr.Blocks():
-        field = app.model_field(None)
-    assert field.allow_custom_value and field.value == "default"
-    assert [value for _, value in field.choices] == [p.id for p in presets_for(resolve_device("auto").type)]
-
-
-def test_gpu_window_grows_with_max_new_tokens():
-    import app
-
-    short, long = app.gpu_seconds(8, loading=False), app.gpu_seconds(512, loading=False)
-    assert 0 < short < long <= app.GPU_MAX_S
-    assert app.gpu_seconds(8, loading=True) > short              # loading another model takes time too
-
-
-def test_gpu_function_takes_and_yields_plain_data():
+def test_gpu_function_takes_and_yields_plain_data(page):
     """On ZeroGPU `decode` runs in a forked process: its arguments and every snapshot are pickled."""
     import pickle
 
     import app
     from clasp_core.decoding import GenConfig
+    from ui.sessions import session_key
 
-    app.build()
     cfg = GenConfig(num_skip=8, draft_len=4, det=0.3, max_new_tokens=8)
-    args = ("Say hi.", "", cfg, app.session_key(None), [])
+    args = ("Say hi.", "", cfg, session_key(None), [])
     assert pickle.loads(pickle.dumps(args)) == args
-    app.StopFlag(args[3]).clear()               # as run() does before it calls decode (an earlier run set it)
-    assert app.decode_seconds(*args) == app.gpu_seconds(8, loading=app.model_key("", "auto") not in app._models)
+    app.SESSIONS.stop_flag(args[3]).clear()     # as run() does before it calls decode (an earlier run set it)
+    assert app.decode_seconds(*args) == app.gpu_seconds(8, loading=app.MODELS.loaded("") is None)
     snapshots = list(app.decode(*args))
     assert snapshots[-1]["status"].startswith("Done.")
     for snap in snapshots:

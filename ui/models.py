@@ -5,13 +5,16 @@ On a public Space any visitor can type into the model field, so the host decides
 download would fill the disk, an 8B load in float32 on a 16 GB machine ends with the kernel
 killing the app and every visitor's run. ``ModelCache`` keeps the default model resident and
 other models in a small LRU bounded by free memory, not by count, and never evicts a model that
-a queued run is waiting for. No gradio here: the app turns the ValueErrors into page messages.
+a queued run is waiting for. ``AppModels`` is the app's cache: its host's default model and device,
+every load and warm-up in the engine thread (ui.engine), progress lines for the page (``Loading``).
+No gradio here: the app turns the ValueErrors into page messages.
 """
 from __future__ import annotations
 
 import fnmatch
 import gc
 import os
+import queue
 import threading
 import time
 from collections import Counter
@@ -21,7 +24,10 @@ from typing import Callable, Iterable
 import torch
 
 from clasp_core.fit import GB, Guard, loaded_bytes
-from clasp_core.model import LoadedModel, load_model, resolve_device
+from clasp_core.metrics import dtype_name
+from clasp_core.model import LoadedModel, embedded_installed, load_model, resolve_device, resolve_dtype
+from clasp_core.presets import presets_for
+from ui.engine import ENGINE
 
 ALLOW_ENV = "CLASP_ALLOW_MODELS"
 DOWNLOAD_ENV = "CLASP_MAX_DOWNLOAD_GB"
@@ -201,3 +207,81 @@ class ModelCache:
         guard.reclaimable = lambda: self.reclaimable(keep=key)
         guard.make_room = lambda need: self.make_room(need, lambda: guard.free_memory(resolve_device(key[1])), key)
         return guard
+
+
+# ---- the app's models ----------------------------------------------------------------------------
+def model_key(spec: str | None, device: str, dtype: str | None = "auto",
+              default: str = "default") -> tuple[str, str, str]:
+    """The cache's key: the same weights in another dtype are another model."""
+    return (default_spec(spec, default), device, dtype_name(resolve_dtype(dtype, resolve_device(device))))
+
+
+def warm_up(lm: LoadedModel) -> None:
+    """One short run of each loop, so the first measured run is not paying for it."""
+    from clasp_core.decoding import GenConfig, generate
+
+    for method in ("clasp", "vanilla"):
+        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+
+
+def offered_presets(device: str, on_space: bool) -> list:
+    """The presets that suit this device (the embedded one only where installed, never on a Space)."""
+    return presets_for(resolve_device(device).type, embedded=embedded_installed() and not on_space)
+
+
+class AppModels(ModelCache):
+    """The app's models: a ``ModelCache`` that knows the host's default model and device, so a run
+    names only the model field's text and a dtype; loads and warm-ups happen in the engine thread."""
+
+    def __init__(self, default: str, device: str = "auto", **kwargs):
+        super().__init__(resident=(default,), **kwargs)
+        self.default = default
+        self.device = device
+
+    def key(self, spec: str | None, dtype: str | None = "auto") -> tuple[str, str, str]:
+        return model_key(spec, self.device, dtype, self.default)
+
+    def loaded(self, spec: str | None, dtype: str | None = "auto") -> LoadedModel | None:
+        """The model if it is in memory (no load, no check)."""
+        return self.models.get(self.key(spec, dtype))
+
+    def default_dtype(self) -> str:
+        """float32 on a CPU; the device's usual half precision (float16) on a GPU."""
+        return dtype_name(resolve_dtype("auto", resolve_device(self.device)))
+
+    def load(self, spec: str | None, progress: Callable[[str], None] | None = None, warm: bool = True,
+             dtype: str | None = "auto") -> LoadedModel:
+        """The model for spec and dtype, loaded and warmed up once; always in the engine thread (ui.engine),
+        the one thread that runs torch in this process."""
+        if not ENGINE.here():
+            return ENGINE.call(self.load, spec, progress, warm, dtype)
+        spec, device, dtype = self.key(spec, dtype)
+        return self.get(spec, device, progress, prepare=warm_up if warm else None, dtype=dtype)
+
+
+class Loading:
+    """Load (or reuse) a model in the engine thread; iterating yields its progress lines (download size
+    and speed, conversion, loading), so the page can show them; then ``.model`` is the model."""
+
+    def __init__(self, models: AppModels, spec: str | None, dtype: str | None = "auto"):
+        self.lines: queue.SimpleQueue = queue.SimpleQueue()
+        self.result: dict = {}
+        ENGINE.submit(self._work, models, spec, dtype)
+
+    def _work(self, models, spec, dtype):
+        try:
+            self.result["model"] = models.load(spec, self.lines.put, dtype=dtype)
+        except BaseException as e:  # noqa: BLE001 - handed to the page
+            self.result["error"] = e
+        finally:
+            self.lines.put(None)
+
+    def __iter__(self):
+        while (line := self.lines.get()) is not None:
+            yield line
+
+    @property
+    def model(self) -> LoadedModel:
+        if "error" in self.result:
+            raise self.result["error"]
+        return self.result["model"]

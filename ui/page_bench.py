@@ -59,12 +59,11 @@ def alone_in_process(prompt: str, settings: dict, max_new: int, repeat: int, mod
 
 def alone(prompt: str, settings: dict, max_new: int, repeat: int, model: str | None) -> dict:
     """Load and warm up as the app does, then time CLaSp then vanilla on this (main) thread."""
-    from clasp_core.decoding import GenConfig, generate
     from clasp_core.model import load_model
+    from ui.models import warm_up
 
     lm = load_model(model or "default", device="auto")
-    for method in ("clasp", "vanilla"):                           # app.get_model's warm-up
-        list(generate(lm, "Hi.", GenConfig(max_new_tokens=4), method))
+    warm_up(lm)                                                   # the app's warm-up
     decode_both(lm, WARM["prompt"], WARM["settings"], WARM["max_new"])   # page_bench's warm-up run
     best = None
     for _ in range(repeat):
@@ -183,7 +182,8 @@ def micro(where: str) -> tuple[float, float]:
         import app
         from ui.engine import ENGINE
 
-        app.get_model("default", "cpu")
+        app.MODELS.device = "cpu"
+        app.MODELS.load("default")
         return ENGINE.call(linear_us)
     raise ValueError(f"unknown place {where!r}; use one of {', '.join(MICRO)}")
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from ..decoding import GenConfig
 from ..metrics import speedup
+from ..settings import add_flags
 from ..ties import Divergence, classify, first_difference
 from .common import fail, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import METHODS, check, reserve, run_one, warm_up
@@ -106,21 +107,17 @@ def parse_args(argv=None):
     ap = parser(PROG, __doc__)
     ap.add_argument("--prompts", default=None,
                     help="Spec-Bench question file (JSON lines); default: the 24 shipped questions (4 per task)")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    add_flags(ap, "max_new_tokens")
     ap.add_argument("--methods", default="hf,vanilla,clasp", help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--out", default="results.jsonl")
     ap.add_argument("--answer-dir", default=None, help="also write Spec-Bench answer files here")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
+    add_flags(ap, "temperature", "top_p", "seed")
     ap.add_argument("--limit", type=int, default=None, help="first N prompts only")
     ap.add_argument("--per-task", type=int, default=None, help="only the first N questions of each task")
     m = ap.add_mutually_exclusive_group()
-    m.add_argument("--num-skip", "-M", type=int, default=None, help="layers to skip (default ~45%% of L)")
+    add_flags(m, "num_skip")
     m.add_argument("--num-skip-frac", type=float, default=None, help="layers to skip as a fraction F of L: M = round(F*L)")
-    ap.add_argument("--draft-len", "-K", type=int, default=8)
-    ap.add_argument("--det", type=float, default=0.7)
-    ap.add_argument("--loi", type=int, default=1)
+    add_flags(ap, "draft_len", "det", "loi")
     ap.add_argument("--no-warmup", action="store_true")
     return ap.parse_args(argv)
 

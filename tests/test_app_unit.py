@@ -1,0 +1,81 @@
+"""The app's parts that need no model and no server: its address, model field, ZeroGPU window, model keys,
+the visitors' sessions and the run settings' parsing (test_app.py drives the served app on the real model)."""
+import gradio as gr
+import pytest
+
+from clasp_core.settings import SETTINGS, parse
+from clasp_core.trace import Step
+from ui.models import model_key
+from ui.sessions import Sessions, session_key
+
+
+def test_address_from_gradio_variables_unless_flags_say(monkeypatch):
+    import app
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    assert app.serve_address(app.parse_args([])) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "9001")
+    assert app.serve_address(app.parse_args([])) == ("0.0.0.0", 9001)
+    assert app.serve_address(app.parse_args(["--host", "127.0.0.1", "--port", "8000"])) == ("127.0.0.1", 8000)
+
+
+def test_model_field_offers_the_device_presets_and_free_text():
+    import app
+    from clasp_core.model import resolve_device
+    from clasp_core.presets import presets_for
+
+    with gr.Blocks():
+        field = app.model_field(None)
+    assert field.allow_custom_value and field.value == "default"
+    assert [value for _, value in field.choices] == [p.id for p in presets_for(resolve_device("auto").type)]
+
+
+def test_gpu_window_grows_with_max_new_tokens():
+    import app
+
+    short, long = app.gpu_seconds(8, loading=False), app.gpu_seconds(512, loading=False)
+    assert 0 < short < long <= app.GPU_MAX_S
+    assert app.gpu_seconds(8, loading=True) > short              # loading another model takes time too
+
+
+def test_dtype_is_part_of_the_model_cache_key():
+    """The same weights in bfloat16 are another model; float32 is the default on a CPU."""
+    import app
+
+    assert app.MODELS.default_dtype() == "float32"              # the suite runs on a CPU
+    assert model_key("", "cpu") == model_key(None, "cpu", "float32") == ("default", "cpu", "float32")
+    assert model_key("", "cpu", "bfloat16") != model_key("", "cpu", "float32")
+    assert model_key(" ", "cpu", default="org/host-default")[0] == "org/host-default"
+
+
+def test_one_visitors_stop_and_trace_leave_the_others_alone(tmp_path):
+    sessions = Sessions(tmp_path)
+    a, b = session_key(type("Request", (), {"session_hash": "a"})), session_key(None)
+    assert a != b and a.isalnum()
+    assert not sessions.stop(a)                                  # nothing running: nothing to stop
+    sessions.running.add(a)
+    assert sessions.stop(a) and sessions.stop_flag(a).is_set() and not sessions.stop_flag(b).is_set()
+    assert sessions.trace_file([], a) is None                   # no events, no file
+    path = sessions.trace_file([Step(1, 5, "x", 0.1)], a)
+    assert path and sessions.trace_file([Step(1, 6, "y", 0.1)], b) != path
+    sessions.end(a)                                              # a left: their trace goes, b's stays
+    assert not (tmp_path / a / "clasp-trace.jsonl").exists() and (tmp_path / b / "clasp-trace.jsonl").exists()
+
+
+def test_settings_from_a_page_or_an_api_call_are_typed_or_refused_by_name():
+    assert parse(dict(num_skip=None, draft_len=4.0, det="0.5", auto=1, prompt="ignored")) == \
+        dict(num_skip=None, draft_len=4, det=0.5, auto=True)
+    for name, bad, said in [("draft_len", 2.5, "K must be a whole number"), ("seed", float("inf"), "seed must be"),
+                            ("det", "high", "DET must be a number"), ("num_skip", "x", "M must be a whole number")]:
+        with pytest.raises(ValueError, match=said):
+            SETTINGS[name].parse(bad)
+
+
+def test_a_setting_that_is_not_a_number_is_refused_before_any_model_loads(monkeypatch):
+    import app
+
+    monkeypatch.setattr(app.MODELS, "loader", lambda *a, **k: pytest.fail("no model should load"))
+    with pytest.raises(gr.Error, match="LOI must be a whole number, got 'often'"):
+        next(app.run("Hi", "", 8, 4, 0.3, "often", 0.0, 1.0, 0, 8, False))
