@@ -208,3 +208,16 @@ def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch, pag
     assert {c[:5] for c in calls} == {(14, 8, 0.7, 1, False)}            # same M, K, DET, LOI; auto off for all
     assert [c[6] for c in calls] == list(range(len(STRATEGIES)))          # each run sees the rows before it
     assert outs[-1][V["status"]].startswith(f"Run all ({len(STRATEGIES)}/{len(STRATEGIES)}: {list(STRATEGIES)[-1]})")
+
+
+def test_compare_shows_the_loi_each_draft_source_ran_with():
+    """clasp+lookup re-runs the DP every LOI rounds like clasp; clasp-once runs it once; lookup runs none."""
+    from types import SimpleNamespace
+
+    from ui.compare import loi_shown
+
+    def view(strategy):
+        return SimpleNamespace(params=dict(strategy=strategy, loi=4, auto=False), done=None, rounds=[])
+
+    assert [loi_shown(view(s)) for s in ("clasp", "clasp+lookup", "clasp-once", "lookup", "static")] == \
+        ["4", "4", "once", "–", "–"]

@@ -51,12 +51,12 @@ def run_summary(state: RunState) -> dict | None:
 
 def loi_shown(view) -> str:
     """LOI as the run had it: the setting for a fixed CLaSp run; for auto, the drafting rounds per DP run
-    it measured (it stretches LOI); "once" for the DP run once; "–" for choices that run no DP."""
+    it measured (it stretches LOI); "once" for a choice whose DP runs once; "–" for choices that run no DP."""
     p, d = view.params, view.done
     strategy = p.get("strategy", "clasp")
     if strategy not in DP_STRATEGIES:
         return "–"
-    if strategy != "clasp":
+    if not REGISTRY[strategy](0).due(1, 1):          # the DP's first choice kept for the whole run
         return "once"
     if p.get("auto"):
         drafting = sum(r.drafting for r in view.rounds)
