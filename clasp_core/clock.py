@@ -6,7 +6,7 @@ every event would otherwise slow every run it shows. So each yield is timed and 
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -114,7 +114,7 @@ class StaticSteps:
             msg = (f"CUDA graph capture failed for {self.failed}; running the static path without graphs "
                    f"(every timing from here on is WITHOUT graphs)")
             print(f"!! {msg}", file=sys.stderr, flush=True)   # loud: a warning alone is easy to miss
-            warnings.warn(msg)
+            warnings.warn(msg, stacklevel=2)
             self.use_graphs = False
             self.graphs.clear()                  # none of them replays from now on
         finally:

@@ -17,9 +17,9 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -216,8 +216,12 @@ def _resolve_source(spec: str | None, progress: Progress | None, before_fetch=No
 def hub_snapshot(repo_id: str, progress: Progress | None = None) -> str:
     """The local directory of a Hub model: from the cache, or downloaded into it (unless offline)."""
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, \
-        RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         path = snapshot_download(repo_id, allow_patterns=HUB_FILES, ignore_patterns=HUB_SKIP,

@@ -235,7 +235,7 @@ class StaticLayers(FixedLayers):
             "agreement, then reused.")
 
     def prepare(self, lm, M: int) -> dict:
-        from .static_search import static_skip_set      # imported here: only this strategy needs it
+        from .static_search import static_skip_set  # imported here: only this strategy needs it
 
         super().prepare(lm, M)
         found = static_skip_set(lm, M)

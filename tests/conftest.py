@@ -80,3 +80,19 @@ def named(out, names=None) -> dict:
     """An API result of the app by output name (app.RUN_OUTPUTS unless other names are given)."""
     import app
     return dict(zip(names or app.RUN_OUTPUTS, out))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, embedded):
+    """A 3-layer random Llama with the embedded model's tokenizer, saved as a normal model directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = embedded.tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      eos_token_id=embedded.eos_ids[0], bos_token_id=1, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

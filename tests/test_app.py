@@ -37,7 +37,8 @@ def test_run_streams_every_view_and_a_trace(client):
 def test_bad_input_shows_an_error_and_the_next_run_works(client):
     with pytest.raises(AppError, match="empty"):
         run(client, "   ")
-    with pytest.raises(AppError, match="must be between 0 and 29|greater than maximum value 29"):   # engine, or the slider once it knows L
+    # the engine says so, or the slider once it knows L
+    with pytest.raises(AppError, match="must be between 0 and 29|greater than maximum value 29"):
         run(client, "Hello", num_skip=30)
     with pytest.raises(AppError, match="greater than maximum"):   # the slider's own bound check
         run(client, "Hello", det=1.5)

@@ -9,7 +9,6 @@ from clasp_core.decoding import GenConfig
 from tests.conftest import BENCH
 
 
-
 def row(qid, method, toks, wall, **kw):
     return dict(question_id=qid, category="writing", task="mt_bench", method=method, new_tokens=len(toks),
                 wall_s=wall, tokens_per_s=len(toks) / wall, token_ids=toks, text="", **kw)
@@ -77,7 +76,8 @@ def test_specbench_answer_has_eval_py_fields_and_shapes(tmp_path):
                  text="Hello there", accept_lengths=[3, 1]),
             dict(row(81, "hf", [5, 6, 7, 8, 9], 1.0), text="Hello there", accept_lengths=[1] * 5)]
     paths = specbench.write_answers(rows, tmp_path / "answers", specbench.model_id("HuggingFaceTB/SmolLM2-135M"))
-    assert [p.name for p in paths] == ["HuggingFaceTB--SmolLM2-135M-clasp.jsonl", "HuggingFaceTB--SmolLM2-135M-hf.jsonl"]
+    assert [p.name for p in paths] == ["HuggingFaceTB--SmolLM2-135M-clasp.jsonl",
+                                       "HuggingFaceTB--SmolLM2-135M-hf.jsonl"]
     ans = [json.loads(line) for line in paths[0].read_text().splitlines()]
     assert len(ans) == 1
     a = ans[0]
@@ -107,7 +107,7 @@ def test_sweep_grid_moves_one_parameter_at_a_time():
     base = GenConfig()
     pts = sweep.grid(30, base)
     assert {p for _, p, _, _ in pts} == {"M", "K", "DET", "LOI"} and {m for m, *_ in pts} == {"clasp"}
-    for _, p, v, cfg in pts:
+    for _, p, _v, cfg in pts:
         changed = {k for k in base.__dict__ if getattr(cfg, k) != getattr(base, k)}
         assert changed <= {sweep.PARAMS[p]}
 

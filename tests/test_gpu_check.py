@@ -19,7 +19,6 @@ from clasp_core.runner import Runner
 from tests.conftest import ROOT, bench_prompts, tiny_llama
 from tests.test_decoding import PROMPT
 from tests.test_fastpath import cpu_graphs, pair
-from tests.test_loading import tiny_dir  # noqa: F401 - fixture: a tiny Llama with a real tokenizer
 
 BANNED = ("gradio", "plotly", "pandas")
 
@@ -136,11 +135,11 @@ def test_bench_sizes_the_cache_once_and_rows_carry_graphs(tiny_dir):
 SITE = '''
 import atexit, json, os, sys
 def _record():
-    seen = sorted({m.split(".")[0] for m in sys.modules} & {%s})
+    seen = sorted({m.split(".")[0] for m in sys.modules} & {BANNED})
     with open(os.path.join(os.environ["IMPORTS_DIR"], str(os.getpid())), "w") as f:
         json.dump([sys.argv, seen], f)
 atexit.register(_record)
-''' % ", ".join(repr(b) for b in BANNED)
+'''.replace("{BANNED}", ", ".join(repr(b) for b in BANNED))
 
 
 @pytest.mark.integration

@@ -112,6 +112,7 @@ def test_the_same_token_has_the_same_number_in_both_streams():
 
 def test_teach_opens_on_the_first_round():
     import gradio  # noqa: F401  (the registry builds gradio updates)
+
     from ui.views import VIEWS, Snapshot
 
     state = RunState([prefill(), rnd(0, 1), rnd(1, 3), rnd(2, 5)])

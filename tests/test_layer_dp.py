@@ -9,7 +9,6 @@ from clasp_core.layer_dp import backtrack, choose_skip_set
 from clasp_core.runner import Runner
 from tests.conftest import tiny_llama
 
-
 IDS = [3, 14, 15, 9, 26, 5]
 
 

@@ -16,7 +16,6 @@ from clasp_core import fit
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from tests.conftest import tiny_llama
-from tests.test_loading import tiny_dir  # noqa: F401 - a fixture
 from ui.models import ModelCache, Policy, offered_presets
 
 PRESETS = ("default", "HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -118,7 +117,8 @@ def online_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     snapshot = huggingface_hub.snapshot_download
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: snapshot(*a, **{**k, "local_files_only": True}))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: snapshot(*a, **{**k, "local_files_only": True}))
 
     def serve(repos):
         monkeypatch.setattr(huggingface_hub.HfApi, "model_info", fake_model_info(repos))
@@ -130,7 +130,7 @@ def test_download_refused_by_the_cap_and_by_the_free_disk(online_hub):
     with pytest.raises(ValueError) as e:
         load_model("org/big-70b", device="cpu", guard=fit.Guard(max_download=20e9))
     assert str(e.value) == ("Not downloaded: org/big-70b is 141.0 GB to download (32 files), over this app's cap of "
-                            "20.0 GB (CLASP_MAX_DOWNLOAD_GB). Pick a smaller model.")   # original/ and README: not fetched
+                            "20.0 GB (CLASP_MAX_DOWNLOAD_GB). Pick a smaller model.")   # original/, README: not fetched
     with pytest.raises(ValueError, match=r"^Not downloaded: org/big-70b is 141\.0 GB to download \(32 files\), and "
                                          r"the disk of the Hugging Face cache \(.*hub\) has 45\.0 GB free\. "):
         load_model("org/big-70b", device="cpu", guard=fit.Guard(free_disk=lambda path: 45e9))
@@ -322,10 +322,10 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
                                                                    monkeypatch, tmp_path):
     """On a Space that allows org/*: refusals reach the visitor and the default serves the next run;
     then visitor B alternates with A's default runs queued behind B's: the default never reloads."""
-    import app
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
+    import app
     from tests.conftest import named, run_args
     from tests.test_loading import hub_cache
 

@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from clasp_core.model import embedded_dir
 from clasp_core.presets import SMOLLM2_HUB
 from tests.conftest import ROOT, free_port, named, run_args
-from tests.test_loading import hub_cache, tiny_dir  # noqa: F401 - tiny_dir is a fixture
+from tests.test_loading import hub_cache
 
 pytestmark = pytest.mark.integration
 

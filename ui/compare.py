@@ -42,7 +42,8 @@ def run_summary(state: RunState) -> dict | None:
     if not (c and c.done and v and v.done) or c.done.stop_reason == "stopped":
         return None
     p, d = c.params, c.done
-    return {"prompt": c.prefill.prompt_text, "temperature": p.get("temperature", 0.0), "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
+    return {"prompt": c.prefill.prompt_text, "temperature": p.get("temperature", 0.0),
+            "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
             "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": loi_shown(c),
             "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),

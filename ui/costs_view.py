@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import math
-
 from statistics import median
 
 from clasp_core.costs import PAPER_MODELS, Costs, outlier_rounds, plain_step_s, projection, run_costs
@@ -72,7 +71,8 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         f'<th>projected, LOI 128</th><th>paper, measured</th></tr>{"".join(proj)}</table>'
         f'<p class="note">Reading the two tables together: on this device a verification of k̄ + 1 positions costs '
         f'{c.r_verify:.2f} steps and a DP run {c.dp:.2f}, where a memory-bound GPU pays about 1 for each; and a '
-        f'small model\'s draft agrees less often (τ over drafting rounds {c.tau:.2f} here against the paper\'s 3.7–7.2). Deep models '
+        f'small model\'s draft agrees less often (τ over drafting rounds {c.tau:.2f} here against the paper\'s '
+        f'3.7–7.2). Deep models '
         f'on a GPU get both terms in CLaSp\'s favour.</p></div>')
 
 

@@ -18,8 +18,8 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 
@@ -53,7 +53,7 @@ class Policy:
     setting: str = ALLOW_ENV
 
     @classmethod
-    def from_env(cls, allow_flag: str | None = None, offered: tuple[str, ...] = ()) -> "Policy":
+    def from_env(cls, allow_flag: str | None = None, offered: tuple[str, ...] = ()) -> Policy:
         raw = allow_flag if allow_flag is not None else os.environ.get(ALLOW_ENV)
         allow = None if raw is None else tuple(p.strip() for p in raw.split(",") if p.strip())
         return cls(on_space=bool(os.environ.get("SPACE_ID")), allow=allow, offered=offered,

@@ -57,7 +57,8 @@ def _token(text: str, cls: str, title: str, label: str = "") -> str:
 
 def before_text(view: RunView, index: int) -> str:
     """The output up to round ``index`` (its tokens as plain text, the last 200 characters)."""
-    toks: list[Token] = [t for t in view.tokens() if t.emitted and (t.round is None or t.round < view.rounds[index].index)]
+    upto = view.rounds[index].index
+    toks: list[Token] = [t for t in view.tokens() if t.emitted and (t.round is None or t.round < upto)]
     text = "".join(t.text for t in toks)
     return ("…" + text[-200:]) if len(text) > 200 else text
 

@@ -19,7 +19,8 @@ from .palette import ACCEPTED, CURRENT, SKIPPED, styled
 SWEEP = Path(__file__).resolve().parents[1] / "assets" / "bench" / "cpu-sweep.jsonl"
 KNOBS = ("M", "K", "DET", "LOI")
 HELP = (
-    "**What the knobs do to speed.** Measured by the bench's sweep on the CPU of BENCHMARKS.md (float32, the default model, "
+    "**What the knobs do to speed.** Measured by the bench's sweep on the CPU of BENCHMARKS.md (float32, the default "
+    "model, "
     "6 Spec-Bench questions, 64 tokens each), turning one knob at a time with the others at M 14, K 8, DET 0.7, "
     "LOI 1, auto off. Top: τ (tokens per round); bottom: speed against vanilla decoding. ★ marks the fastest "
     "value of each knob. On this CPU a verification of k tokens costs far more than one step, so LOI (how rarely "

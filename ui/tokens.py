@@ -63,7 +63,8 @@ def token_spans(tokens: list[Token], highlight_round: int | None = None, parting
     """``parting``: the output position where CLaSp and vanilla part (ui.timing.parting), marked."""
     spans = []
     for t in tokens:
-        cls = f"tok tok-{t.kind}" + (" tok-current" if highlight_round is not None and t.round == highlight_round else "")
+        current = highlight_round is not None and t.round == highlight_round
+        cls = f"tok tok-{t.kind}" + (" tok-current" if current else "")
         cls += " tok-copied" if t.source else ""
         title = _title(t)
         if parting is not None and t.emitted and t.position == parting:

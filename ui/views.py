@@ -7,8 +7,9 @@ To add a view: write its render function in a module of ``ui/`` and add one ``Vi
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 

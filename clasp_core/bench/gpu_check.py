@@ -228,7 +228,7 @@ def step_probe(a) -> dict:
         cap = len(ids) + 64
         eager, static = Runner(lm.model, cap, static=False), Runner(lm.model, cap, static=True)
 
-        def logits(r, math=False):
+        def logits(r, math=False, ids=ids, n=n):
             with sdpa_kernel([SDPBackend.MATH]) if math else _nullcontext():
                 r.forward(ids[:n], 0)
                 step = r.forward(ids[n:n + 1], n, last_only=True)[-1]

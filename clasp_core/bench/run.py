@@ -84,7 +84,8 @@ def summarize(rows: list[dict], temperature: float) -> str:
         stats = {m: pooled(rs) for m, rs in by[task].items()}
         for m, rs in by[task].items():
             s = stats[m]
-            ratio = lambda ref: num(speedup(s.tokens_per_s, stats[ref].tokens_per_s), unit="x") if ref in stats else "-"
+            ratio = lambda ref, s=s, stats=stats: (num(speedup(s.tokens_per_s, stats[ref].tokens_per_s), unit="x")
+                                                   if ref in stats else "-")
             same = lossless_cell([verdict[(r["question_id"], m)] for r in rs]) \
                 if check_lossless and m != "hf" else "-"
             table.append([task, m, s.n, num(s.tokens_per_s), ratio("vanilla"), ratio("hf"), num(s.tau),
@@ -116,7 +117,8 @@ def parse_args(argv=None):
     ap.add_argument("--per-task", type=int, default=None, help="only the first N questions of each task")
     m = ap.add_mutually_exclusive_group()
     add_flags(m, "num_skip")
-    m.add_argument("--num-skip-frac", type=float, default=None, help="layers to skip as a fraction F of L: M = round(F*L)")
+    m.add_argument("--num-skip-frac", type=float, default=None,
+                   help="layers to skip as a fraction F of L: M = round(F*L)")
     add_flags(ap, "draft_len", "det", "loi")
     ap.add_argument("--no-warmup", action="store_true")
     return ap.parse_args(argv)

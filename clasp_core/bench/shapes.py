@@ -92,6 +92,17 @@ def timed(fn, device: torch.device, reps: int) -> float:
 
 
 def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K: int, reps: int) -> dict:
+    """One shape's costs; its model and cache are freed before the next shape is built."""
+    out = measure(shape, device, dtype, context, K, reps)
+    gc.collect()                 # Runner.fast and StaticSteps.r refer to each other: only gc frees the weights
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+def measure(shape: str, device: torch.device, dtype: torch.dtype, context: int, K: int, reps: int) -> dict:
     model = build(shape, device, dtype)
     runner = Runner(model, capacity=context + K + 64)
     capture_s = runner.prepare(K + 1)              # CUDA graphs (GPU only), outside every timing
@@ -106,7 +117,7 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
         runner.forward(tok, context, skip, last_only=True)
 
     full = timed(step, device, reps)
-    draft = {r: timed(lambda: step(mid(round(r * L))), device, reps) for r in RATIOS}
+    draft = {r: timed(lambda r=r: step(mid(round(r * L))), device, reps) for r in RATIOS}
     block = torch.randint(0, model.config.vocab_size, (K + 1,), device=device)
 
     def verify():
@@ -131,35 +142,29 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
         """The cost model (clasp_core.costs) with K drafted tokens a round and these measured costs."""
         return Costs(step_s=full, k=K, r_draft=rd, r_verify=rv, dp=rdp, loi=loi, tau=tau).speedup
 
-    out = dict(shape=shape, layers=L, params_b=sum(p.numel() for p in model.parameters()) / 1e9,
-               device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               dtype=dtype_name(dtype), context=context, K=K,
-               full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
-               draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
-               dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
-               graphs=runner.graphs, graph_failed=runner.capture_failed,
-               projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
-                                    f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
-                               tau=[tau_lo, tau_hi],
-                               speedup_loi1=[project(tau_lo, 1), project(tau_hi, 1)],
-                               speedup_loi32=[project(tau_lo, 32), project(tau_hi, 32)]))
-    del runner, model, hs, xs, prompt, block
-    gc.collect()                 # Runner.fast and StaticSteps.r refer to each other: only gc frees the weights
-    if device.type == "cuda":
-        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    return out
+    return dict(shape=shape, layers=L, params_b=sum(p.numel() for p in model.parameters()) / 1e9,
+                device=str(device), gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                dtype=dtype_name(dtype), context=context, K=K,
+                full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
+                draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
+                dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
+                graphs=runner.graphs, graph_failed=runner.capture_failed,
+                projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
+                                     f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
+                                tau=[tau_lo, tau_hi],
+                                speedup_loi1=[project(tau_lo, 1), project(tau_hi, 1)],
+                                speedup_loi32=[project(tau_lo, 32), project(tau_hi, 32)]))
 
 
 def table(results: list[dict]) -> str:
-    head = ["shape", "L", "device", "graphs", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6", "verify K+1 / full",
-            "DP ms (/full)", "projected speedup LOI=1", "LOI=32"]
+    head = ["shape", "L", "device", "graphs", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6",
+            "verify K+1 / full", "DP ms (/full)", "projected speedup LOI=1", "LOI=32"]
     rows = []
     for r in results:
         p = r["projection"]
         rows.append([f"{r['shape']} ({r['params_b']:.2f}B)", r["layers"], f"{r['gpu']} {r['dtype']}",
-                     "FAILED" if r.get("graph_failed") else r.get("graphs", 0), f"{r['full_ms']:.2f}", ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
+                     "FAILED" if r.get("graph_failed") else r.get("graphs", 0), f"{r['full_ms']:.2f}",
+                     ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
                      f"{r['verify_rel']:.2f}", f"{r['dp_ms']:.1f} ({r['dp_rel']:.1f})",
                      f"{p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x",
                      f"{p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x"])

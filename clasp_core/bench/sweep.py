@@ -19,8 +19,7 @@ from dataclasses import replace
 from ..decoding import GenConfig
 from ..metrics import speedup
 from ..strategies import STRATEGIES
-from .common import (fail, fractions, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split,
-                     write_jsonl)
+from .common import fail, fractions, load_or_exit, md_table, num, parser, pick_prompts, read_prompts, split, write_jsonl
 from .methods import check, run_one
 from .stats import pooled
 
