@@ -76,6 +76,18 @@ def test_pacer_spaces_snapshots_by_their_cost():
     assert p.next_heavy - t0 >= 9.9
 
 
+def test_default_pacer_leaves_the_engine_most_of_a_2_core_cpu():
+    p = Pacer()
+    assert p.due() and not p.heavy_due()       # the first snapshot goes out at once, figures later
+    t0 = time.perf_counter()
+    p.done(0.023, heavy=False)                 # a live snapshot at Gradio's measured cost
+    assert p.next_live - t0 >= 0.5             # at most two a second
+    assert 0.023 / (p.next_live - t0) <= 0.05  # and their cost stays within 5% of the time
+    t0 = time.perf_counter()
+    p.done(0.105, heavy=True)                  # figures and tables: at most every 5 s, ~1.5% of the time
+    assert p.next_heavy - t0 >= 0.105 / 0.015 - 0.01
+
+
 def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
     from ui.live import RunStop
 
