@@ -98,3 +98,17 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
     assert old.is_set() and not RunStop(flag).is_set()
     flag.set()                                 # Stop reaches a run through the visitor's flag
     assert RunStop(flag).is_set()
+
+
+def test_calm_queue_stops_gradios_millisecond_polling():
+    import gradio as gr
+
+    from ui.live import QUEUE_POLL_S, calm_queue
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    demo.queue()
+    calm_queue(demo)                                           # Gradio's own: 1 ms (50 ms on Windows)
+    assert demo._queue.sleep_when_free >= QUEUE_POLL_S
+    assert demo._queue.progress_update_sleep_when_free >= 0.2
+    calm_queue(object())                                       # no queue (another Gradio): nothing to do
