@@ -10,10 +10,10 @@ The page's threads still share the GIL with the engine, and the engine is half P
 dispatch between short kernels). Each torch op lets the GIL go; a page thread rendering pure Python
 then takes it, and the engine waits until that thread is made to hand it back, after the switch
 interval: 5 ms by default, against ops of 20-100 us. So when the engine thread starts, the
-process's interval is lowered to 0.2 ms (``SWITCH_INTERVAL``). Measured on the 2-core EPYC with a pure-Python thread
-busy 25 ms every 250 ms beside a vanilla decode: the engine's time waiting off the CPU but not in the
-run queue (the GIL) fell from 0.65-0.70 s to 0.17-0.27 s per 24-token decode (means of 3, two
-sittings, shared machine).
+process's interval is lowered to 0.2 ms (``SWITCH_INTERVAL``). Measured on the 2-core EPYC with a
+pure-Python thread busy 25 ms every 250 ms beside a vanilla decode: the engine's time waiting off
+the CPU but not in the run queue (the GIL) fell from 0.65-0.70 s to 0.17-0.27 s per 24-token
+decode (means of 3, two sittings, shared machine).
 
 Jobs run one at a time in the order they were submitted: a new run waits for a stopped one that
 is still finishing its round. A job submitted from the engine thread itself runs at once (else it
