@@ -36,7 +36,7 @@ from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
 from ui.knobs import knob
-from ui.live import Pacer, RunStop, batches, start_engine
+from ui.live import Pacer, RunStop, batches, calm_queue, start_engine
 from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
 from ui.sessions import Sessions, session_key
 from ui.state import RunState
@@ -371,6 +371,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         demo.load(page_opened, None, num_skip, api_name=False)
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
+    calm_queue(demo)                   # no 1 ms polling of the queue beside the engine (ui.live)
     MODELS.queued = lambda: queued_models(demo)     # a load never evicts a model a waiting run asked for
     return demo
 

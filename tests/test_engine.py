@@ -32,6 +32,23 @@ def test_jobs_run_in_order_in_one_thread_and_errors_come_back():
     assert engine.call(threading.get_ident) == engine.ident          # the thread survives a failed job
 
 
+def test_the_engine_thread_gets_the_gil_back_quickly_and_keeps_a_smaller_interval():
+    import sys
+
+    from ui.engine import SWITCH_INTERVAL
+
+    old = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)                                  # Python's default
+        EngineThread(name="test-engine").call(lambda: None)
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL * 1.01     # a page thread hands the GIL back soon
+        sys.setswitchinterval(SWITCH_INTERVAL / 4)                    # a host that chose less keeps it
+        EngineThread(name="test-engine").call(lambda: None)
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL / 4 * 1.01
+    finally:
+        sys.setswitchinterval(old)
+
+
 def test_a_job_that_submits_runs_its_inner_job_at_once():
     engine = EngineThread(name="test-engine")
     outer = engine.call(lambda: (engine.here(), engine.call(threading.get_ident)))

@@ -76,6 +76,18 @@ def test_pacer_spaces_snapshots_by_their_cost():
     assert p.next_heavy - t0 >= 9.9
 
 
+def test_default_pacer_leaves_the_engine_most_of_a_2_core_cpu():
+    p = Pacer()
+    assert p.due() and not p.heavy_due()       # the first snapshot goes out at once, figures later
+    t0 = time.perf_counter()
+    p.done(0.023, heavy=False)                 # a live snapshot at Gradio's measured cost
+    assert p.next_live - t0 >= 0.5             # at most two a second
+    assert 0.023 / (p.next_live - t0) <= 0.05  # and their cost stays within 5% of the time
+    t0 = time.perf_counter()
+    p.done(0.105, heavy=True)                  # figures and tables: at most every 5 s, ~1.5% of the time
+    assert p.next_heavy - t0 >= 0.105 / 0.015 - 0.01
+
+
 def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
     from ui.live import RunStop
 
@@ -86,3 +98,17 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
     assert old.is_set() and not RunStop(flag).is_set()
     flag.set()                                 # Stop reaches a run through the visitor's flag
     assert RunStop(flag).is_set()
+
+
+def test_calm_queue_stops_gradios_millisecond_polling():
+    import gradio as gr
+
+    from ui.live import QUEUE_POLL_S, calm_queue
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    demo.queue()
+    calm_queue(demo)                                           # Gradio's own: 1 ms (50 ms on Windows)
+    assert demo._queue.sleep_when_free >= QUEUE_POLL_S
+    assert demo._queue.progress_update_sleep_when_free >= 0.2
+    calm_queue(object())                                       # no queue (another Gradio): nothing to do
