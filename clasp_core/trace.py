@@ -79,7 +79,8 @@ class Round:
     drafted: list[int]             # draft token ids (may be empty: the round was a plain step)
     drafted_text: list[str]
     draft_probs: list[float]       # q(x) of each drafted token under the draft
-    target_probs: list[float]      # p(x) of each drafted token under the full model
+    target_probs: list[float]      # p(x) of each drafted token under the full model, up to the first
+                                   # rejected one (a greedy CPU verification computes no row after it)
     accepted: int                  # how many of ``drafted`` were accepted (a prefix)
     next_token: int                # the full model's own token after the accepted prefix
     next_text: str
