@@ -145,13 +145,16 @@ class AutoPolicy:
 
     def r_verify(self, k: int) -> float:
         """Cost of verifying k drafts, in plain steps: the median of this run's verifications of exactly k
-        when it has seen two, else the linear model 1 + beta * k. On a CPU the cost is no line: blocks of
-        up to three tokens multiply by other weights than longer ones (packed.py), and a greedy verification
-        there stops computing logits at the first rejected draft (decoding.head_rows)."""
+        when it has seen two, else the linear model 1 + beta * k, and never less than what fewer drafts
+        measured (a longer block costs no less). On a CPU the cost is no line: blocks of up to three tokens
+        multiply by other weights than longer ones (packed.py), a greedy verification there stops computing
+        logits at the first rejected draft (decoding.head_rows), and the prefill's beta (a long, efficient
+        block) prices a short block far too cheaply."""
         c1, seen = self.c1, self.verify_at.get(k)
         if c1 and seen and len(seen) >= 2:
             return max(1.0, median(seen) / c1)
-        return verify_cost(self.beta, k)
+        floor = max((median(s) / c1 for j, s in self.verify_at.items() if j < k and s), default=1.0) if c1 else 1.0
+        return max(floor, verify_cost(self.beta, k))
 
     def observe_verify(self, k: int, seconds: float) -> None:
         """A verification of k drafts: it refines beta and the measured cost at k."""

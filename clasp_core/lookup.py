@@ -114,6 +114,8 @@ class CopyPolicy:
         """Tokens of ``match`` to draft (0: draft none of them)."""
         if not self.auto:
             return len(match.tokens)
+        if getattr(policy, "c1", 1.0) is None:
+            return 0                     # no plain step measured yet: nothing to price a copy against
         alpha, n = self.alpha(match.n), match.n
         r_verify = getattr(policy, "r_verify", None) or (lambda k: 1 + policy.beta * k)
         best_k, best = 0, max(rival_speed, policy.margin)

@@ -110,12 +110,14 @@ def test_auto_prices_copies_at_the_measured_verify_cost_and_backs_off_failed_pro
     from clasp_core.auto import AutoPolicy
 
     auto = AutoPolicy(num_layers=30, M_max=13, K_max=8, head_share=0.2)
+    assert CopyPolicy(auto=True).length(Match(3, 0, [1, 2, 3], [4, 5]), auto, 1.0) == 0   # no step measured yet
     for _ in range(4):
         auto.observe_plain(0.010)                          # c1 = 10 ms
     assert auto.r_verify(3) == pytest.approx(1 + auto.beta * 3)     # nothing measured at k = 3 yet: the line
     for k, s in ((1, 0.013), (2, 0.015), (3, 0.040), (4, 0.050)) * 2:     # a CPU: blocks of 4+ jump
         auto.observe_verify(k, s)
     assert auto.r_verify(1) == pytest.approx(1.3) and auto.r_verify(3) == pytest.approx(4.0)
+    assert auto.r_verify(5) >= 5.0                         # unmeasured, but no cheaper than 4 drafts measured
     copier = CopyPolicy(auto=True)
     for _ in range(3):
         copier.observe(Match(3, 0, [1, 2, 3], [4]), 1, 1, 0.013, auto)       # trigram copies are accepted
