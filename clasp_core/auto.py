@@ -138,6 +138,7 @@ class AutoPolicy:
         self.plain_seen = 0                       # plain steps observed, warm-up included
         self.plain_s: deque = _window()           # seconds of recent plain steps (warm-up left out)
         self.verify_s: deque = _window()          # (k, seconds) of recent verifications of k drafts
+        self.verify_at: dict[int, deque] = {}     # k -> seconds of recent verifications of exactly k drafts
         self.dp_samples: deque = _window()
         self.recent: deque = deque(maxlen=self.CHECK_ROUNDS)   # (tokens, seconds) of recent drafting rounds
         self.since_plain = 0                      # drafting rounds since the last plain step
@@ -169,6 +170,24 @@ class AutoPolicy:
             pre_s, n = self.prefill
             return min(1.0, max(0.02, (pre_s / c1 - 1.0) / (n - 1)))
         return 0.15
+
+    def r_verify(self, k: int) -> float:
+        """Cost of verifying k drafts, in plain steps: the median of this run's verifications of exactly k
+        when it has seen two, else the linear model 1 + beta * k, and never less than what fewer drafts
+        measured (a longer block costs no less). On a CPU the cost is no line: blocks of up to three tokens
+        multiply by other weights than longer ones (packed.py), a greedy verification there stops computing
+        logits at the first rejected draft (decoding.head_rows), and the prefill's beta (a long, efficient
+        block) prices a short block far too cheaply."""
+        c1, seen = self.c1, self.verify_at.get(k)
+        if c1 and seen and len(seen) >= 2:
+            return max(1.0, median(seen) / c1)
+        floor = max((median(s) / c1 for j, s in self.verify_at.items() if j < k and s), default=1.0) if c1 else 1.0
+        return max(floor, verify_cost(self.beta, k))
+
+    def observe_verify(self, k: int, seconds: float) -> None:
+        """A verification of k drafts: it refines beta and the measured cost at k."""
+        self.verify_s.append((k, seconds))
+        self.verify_at.setdefault(k, _window()).append(seconds)
 
     @property
     def dp_s(self) -> float:
@@ -270,7 +289,7 @@ class AutoPolicy:
         if draft_steps:
             arm.step_s.append(draft_s / draft_steps)
         if drafted:
-            self.verify_s.append((drafted, verify_s))
+            self.observe_verify(drafted, verify_s)
         self.since_plain += 1
         self.recent.append((accepted + 1, draft_s + verify_s))
         speed = self.measured_speed()

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterator
 
 import torch
 
@@ -54,7 +54,7 @@ class GenConfig:
     auto: bool = DEFAULT["auto"]                   # adapt M and K (and fall back to plain steps) from what the run sees
     strategy: str = "clasp"         # how the skipped layers are chosen: one of STRATEGIES
 
-    def resolved(self, num_layers: int) -> "GenConfig":
+    def resolved(self, num_layers: int) -> GenConfig:
         """A copy with M filled in; raises ValueError on anything out of range."""
         L = num_layers
         M = default_num_skip(L) if self.num_skip is None else self.num_skip
@@ -426,11 +426,15 @@ class _Run:
         """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""
         t0 = self.clock.now()
         drafted, k = draft.tokens, len(draft.tokens)
-        res = self.runner.forward(self.ids(self.output.ids[-1:] + drafted), pos, hidden=states)
+        rows = self.greedy and k > 0 and self.runner.rows_head
+        res = self.runner.forward(self.ids(self.output.ids[-1:] + drafted), pos, hidden=states, head=not rows)
         logits, hs = res if states else (res, None)
+        if rows:
+            logits = self.head_rows(logits, drafted)
         if self.greedy:
             acc, nxt, kind = greedy_accept(drafted, logits.argmax(-1).tolist())
-            p_x = (torch.softmax(logits[:k].float(), -1)[torch.arange(k), self.ids(drafted)].tolist()
+            seen = min(k, len(logits))                   # rows past the first rejection were never computed
+            p_x = (torch.softmax(logits[:seen].float(), -1)[torch.arange(seen), self.ids(drafted[:seen])].tolist()
                    if k else [])
         else:
             p = warp(logits, self.cfg.temperature, self.cfg.top_p)
@@ -439,3 +443,15 @@ class _Run:
             p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
         top = self.tops(logits[:acc + 1])
         return Verdict(acc, nxt, kind, p_x, self.clock.now() - t0, hs, **top)
+
+    def head_rows(self, y: torch.Tensor, drafted: list[int]) -> torch.Tensor:
+        """Greedy verification's logits, one row at a time up to the first draft the full model rejects
+        (runner.rows_head): the rows after it decide nothing, and on a CPU one-row products are cheaper
+        than the block's. Each row is the same product a plain step runs, so the argmax is the same."""
+        out = []
+        for i in range(len(drafted) + 1):
+            out.append(self.runner.head_row(y[i:i + 1]))
+            if i == len(drafted) or int(out[-1][0].argmax()) != drafted[i]:
+                break
+        return torch.cat(out)
+

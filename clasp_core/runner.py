@@ -106,13 +106,15 @@ class Runner:
     # ---- forward -----------------------------------------------------------------------
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, start: int, skip=frozenset(), *, hidden: bool = False,
-                last_only: bool = False):
+                last_only: bool = False, head: bool = True):
         """Run tokens ``ids`` (1-D) at positions start.. through every layer not in ``skip``.
 
         Writes K/V of executed layers at those positions and sets the valid length to their
         end. Returns logits ([T, V], or [1, V] with ``last_only``) and, with ``hidden``, the raw
         per-layer outputs x_0..x_L as one [L+1, T, d] tensor ([L+1, 1, d] with ``last_only``; x_0 =
         embeddings; before the final norm; a skipped layer's entry repeats its input).
+        ``head=False`` (only where ``rows_head``): the final-normed states [T, d] instead of logits,
+        for ``head_row`` to turn into logits one row at a time.
         """
         T = ids.shape[0]
         end = start + T
@@ -145,8 +147,21 @@ class Runner:
         if self.spread:
             y = y.to(self.norm.weight.device)
             hs = [h.to(self.device) for h in hs] if hidden else hs
-        logits = self.head(self.norm(y))[0]
-        return (logits, torch.stack(hs)) if hidden else logits
+        out = self.norm(y)[0] if not head else self.head(self.norm(y))[0]
+        return (out, torch.stack(hs)) if hidden else out
+
+    @property
+    def rows_head(self) -> bool:
+        """Whether a verification may apply the LM head row by row (``forward(head=False)``, ``head_row``).
+
+        On a CPU the head of a multi-row block runs MKL's matrix-matrix kernel, which costs 2-5 one-row
+        products for 2-9 rows on this kind of CPU (AMD EPYC), while a greedy verification needs rows only up
+        to its first rejected draft, usually the first. The CUDA path keeps whole blocks (graphs, cheap rows)."""
+        return self.packed is not None and self.fast is None and not self.spread
+
+    def head_row(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits [1, V] of one final-normed state [1, d] (the one-token step's packed product)."""
+        return self.head(y[None])[0]
 
     def run_layers(self, x, step, skip=frozenset(), *, start: int = 0, record=None):
         """x through the layers start..L-1 in order, ``x = step(i, x)`` for each layer not in ``skip``.

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Union
 
 TRACE_VERSION = 1
 
@@ -79,7 +79,8 @@ class Round:
     drafted: list[int]             # draft token ids (may be empty: the round was a plain step)
     drafted_text: list[str]
     draft_probs: list[float]       # q(x) of each drafted token under the draft
-    target_probs: list[float]      # p(x) of each drafted token under the full model
+    target_probs: list[float]      # p(x) of each drafted token under the full model, up to the first
+                                   # rejected one (a greedy CPU verification computes no row after it)
     accepted: int                  # how many of ``drafted`` were accepted (a prefix)
     next_token: int                # the full model's own token after the accepted prefix
     next_text: str
@@ -166,7 +167,7 @@ class Done:
     kind: str = "done"
 
 
-Event = Union[Prefill, LayerChoice, Round, Step, Done]
+Event = Prefill | LayerChoice | Round | Step | Done
 EVENT_TYPES = {cls.__dataclass_fields__["kind"].default: cls
                for cls in (Prefill, LayerChoice, Round, Step, Done)}
 

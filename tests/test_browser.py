@@ -219,3 +219,42 @@ def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
     d.execute_script("document.getElementById('timing').scrollIntoView()")
     time.sleep(0.5)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-tie.png")))
+
+
+LOOKUP_TRACE = ROOT / "assets" / "lookup-trace.jsonl"
+
+
+def test_replayed_lookup_token_shows_its_copied_source_on_hover(server, browser):
+    """A ``lookup`` run (assets/lookup-trace.jsonl, made by tests/test_lookup.py's LOOKUP_PROMPT): its copied
+    tokens are marked, and hovering one shows the span it was copied from, highlighted in its context."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.set_window_size(1280, 1000)
+    d.get(server)
+    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    for b in d.find_elements(By.CSS_SELECTOR, "button, span"):
+        if b.text.strip() == "Replay a trace":
+            b.click()
+            break
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
+    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(LOOKUP_TRACE))
+    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
+    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]"), 30,
+             "the copied tokens")
+    token = d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]")[1]
+    popup = token.find_element(By.CSS_SELECTOR, ".copy-src")
+    assert not popup.is_displayed()                           # hidden until the token is hovered
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", token)
+    ActionChains(d).move_to_element(token).perform()
+    wait_for(d, popup.is_displayed, 10, "the copied span on hover")
+    from clasp_core.trace import Prefill, Round, read_trace
+    events = read_trace(LOOKUP_TRACE)
+    prompt = next(e for e in events if isinstance(e, Prefill)).prompt_text
+    copied = [e.lookup["copied_text"].strip() for e in events if isinstance(e, Round) and e.lookup]
+    shown = popup.find_element(By.CSS_SELECTOR, "mark.copy-span").text.strip()
+    assert shown in copied and shown in prompt              # the highlighted span is the prompt's, as recorded
+    assert "prompt lookup" in token.get_attribute("title")
+    time.sleep(0.3)
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-lookup.png")))

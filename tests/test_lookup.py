@@ -1,18 +1,27 @@
 """Prompt lookup: the n-gram matcher on hand-made sequences and against transformers' own, and the
 ``lookup`` / ``clasp+lookup`` draft sources in the decoding loop (lossless, greedy and sampled)."""
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
+import tests.test_decoding as exact
 from clasp_core import decoding, trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.prompt import encode_prompt
 from clasp_core.lookup import CopyPolicy, Match, NgramIndex
 from clasp_core.model import from_modules
+from clasp_core.prompt import encode_prompt
 from clasp_core.trace import LayerChoice, Round
 from tests.conftest import bench_prompts, tiny_llama
-import tests.test_decoding as exact
+
+# assets/lookup-trace.jsonl: a run of ``lookup`` and one of vanilla on a prompt the answer quotes (the
+# browser test replays it and hovers a copied token); test_recorded_lookup_trace_is_what_the_engine_makes
+# checks it against the engine
+LOOKUP_TRACE = Path(__file__).resolve().parents[1] / "assets" / "lookup-trace.jsonl"
+LOOKUP_PROMPT = ("Repeat this sentence exactly, word for word: The quick brown fox jumps over the lazy dog "
+                 "near the old river bank.")
+LOOKUP_CFG = GenConfig(strategy="lookup", max_new_tokens=32)
 
 
 # ---- the matcher -------------------------------------------------------------------------
@@ -94,6 +103,36 @@ def test_auto_copies_only_what_pays():
     for _ in range(5):
         copier.observe(m, 5, 5, 0.02, Policy)                 # the output copies again: so does auto
     assert copier.length(m, Policy, 1.0) == 5
+
+
+def test_auto_prices_copies_at_the_measured_verify_cost_and_backs_off_failed_probes():
+    """A copy is priced at what verifying k drafts measured in this run (not the line 1 + beta * k), so an
+    expensive long block caps the copy length; unigram matches start as poor bets; failed probes wait longer."""
+    from clasp_core.auto import AutoPolicy
+
+    auto = AutoPolicy(num_layers=30, M_max=13, K_max=8, head_share=0.2)
+    assert CopyPolicy(auto=True).length(Match(3, 0, [1, 2, 3], [4, 5]), auto, 1.0) == 0   # no step measured yet
+    for _ in range(4):
+        auto.observe_plain(0.010)                          # c1 = 10 ms
+    assert auto.r_verify(3) == pytest.approx(1 + auto.beta * 3)     # nothing measured at k = 3 yet: the line
+    for k, s in ((1, 0.013), (2, 0.015), (3, 0.040), (4, 0.050)) * 2:     # a CPU: blocks of 4+ jump
+        auto.observe_verify(k, s)
+    assert auto.r_verify(1) == pytest.approx(1.3) and auto.r_verify(3) == pytest.approx(4.0)
+    assert auto.r_verify(5) >= 5.0                         # unmeasured, but no cheaper than 4 drafts measured
+    copier = CopyPolicy(auto=True)
+    for _ in range(3):
+        copier.observe(Match(3, 0, [1, 2, 3], [4]), 1, 1, 0.013, auto)       # trigram copies are accepted
+    assert copier.alpha(3) > 0.8
+    m = Match(3, 0, [1, 2, 3], [4, 5, 6, 7])
+    assert copier.length(m, auto, 1.0) == 2                # 3 and 4 tokens would cost 4-5 steps: not copied
+    assert copier.alpha(1) == pytest.approx(0.25) and copier.alpha(2) == pytest.approx(0.5)
+    uni = Match(1, 0, [9], [4, 5])
+    lengths = [copier.length(uni, auto, 1.0) for _ in range(8)]
+    assert lengths == [0] * 7 + [1]                        # a unigram at alpha 1/4 (1.25 tokens for 1.3 steps): probed
+    copier.observe(uni, 1, 0, 0.013, auto)                 # ... the probe fails: the next waits twice as long
+    assert [copier.length(uni, auto, 1.0) for _ in range(16)] == [0] * 15 + [1]
+    copier.observe(uni, 1, 1, 0.013, auto)                 # a probe that pays: back to the short wait
+    assert copier.wait[1] == copier.probe
 
 
 # ---- in the decoding loop ----------------------------------------------------------------
@@ -242,6 +281,21 @@ def test_embedded_lookup_sources_token_identical(embedded, embedded_refs, task, 
     assert events[-1].output_ids == ref
     if task == "rag" and not auto:
         assert sum(r.accepted for r in events if isinstance(r, Round) and r.lookup) > 0   # copies paid off
+
+
+@pytest.mark.integration
+def test_recorded_lookup_trace_is_what_the_engine_makes(embedded):
+    """assets/lookup-trace.jsonl (replayed by the browser test) holds this engine's own ``lookup`` and vanilla
+    runs of LOOKUP_PROMPT: same tokens and copies now, and an accepted copy for the screenshot to hover."""
+    runs = {evs[0].method: evs for evs in trace.split_runs(trace.read_trace(LOOKUP_TRACE))}
+    for method in ("clasp", "vanilla"):
+        fresh = list(generate(embedded, LOOKUP_PROMPT, LOOKUP_CFG, method))
+        assert fresh[-1].output_ids == runs[method][-1].output_ids
+        copies = [[(r.drafted, r.accepted, r.lookup["copied_from"]) for r in evs if isinstance(r, Round) and r.lookup]
+                  for evs in (fresh, runs[method])]
+        assert copies[0] == copies[1]
+        if method == "clasp":
+            assert any(accepted for _, accepted, _ in copies[0])
 
 
 # ---- the page: a copied round in the token view, the layer map, Teach and the cost model ----------

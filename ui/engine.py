@@ -26,8 +26,9 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 SWITCH_INTERVAL = 2e-4      # seconds a thread may hold the GIL while another waits (Python's default: 5e-3)
@@ -43,7 +44,7 @@ class EngineThread:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def submit(self, fn: Callable[..., T], *args, **kwargs) -> "Future[T]":
+    def submit(self, fn: Callable[..., T], *args, **kwargs) -> Future[T]:
         future: Future = Future()
         if self.here():
             _run(future, fn, args, kwargs)

@@ -1,7 +1,8 @@
 """Streaming a run to the page without slowing it down.
 
 The engine runs in the app's one engine thread (ui.engine) and drops its events in a queue, so
-decoding never waits for the page. The page side drains the queue and sends a snapshot when the ``Pacer`` allows: the time spent
+decoding never waits for the page. The page side drains the queue and sends a snapshot when the
+``Pacer`` allows: the time spent
 rendering (ours, and Gradio's while the handler is suspended at its yield) is kept to a small share
 of the elapsed time, with heavy views (figures, tables) refreshed far more rarely than the tokens.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ui.engine import ENGINE, EngineThread
 
