@@ -196,12 +196,10 @@ def test_replay_sweep_and_layout_at_three_widths(server, browser):
     assert fill > 0.9
 
 
-def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
-    """A bfloat16 run where CLaSp parts from vanilla at a rounding tie (assets/tie-trace.jsonl, recorded
-    by tests/test_ties.py's prompt): the Timing tab says why, both streams mark the token."""
+def replay_trace(d, server: str, trace) -> None:
+    """Open the page, upload a recorded trace in "Replay a trace", and wait until it replays."""
     from selenium.webdriver.common.by import By
 
-    d = browser
     d.get(server)
     wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
     for b in d.find_elements(By.CSS_SELECTOR, "button, span"):
@@ -209,8 +207,17 @@ def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
             b.click()
             break
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
-    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(TIE_TRACE))
+    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(trace))
     wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
+
+
+def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
+    """A bfloat16 run where CLaSp parts from vanilla at a rounding tie (assets/tie-trace.jsonl, recorded
+    by tests/test_ties.py's prompt): the Timing tab says why, both streams mark the token."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    replay_trace(d, server, TIE_TRACE)
     for stream in ("tokens-clasp", "tokens-vanilla"):
         assert len(d.find_elements(By.CSS_SELECTOR, f"#{stream} .tok-parting")) == 1
     click_tab(d, "Timing")
@@ -232,15 +239,7 @@ def test_replayed_lookup_token_shows_its_copied_source_on_hover(server, browser)
 
     d = browser
     d.set_window_size(1280, 1000)
-    d.get(server)
-    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
-    for b in d.find_elements(By.CSS_SELECTOR, "button, span"):
-        if b.text.strip() == "Replay a trace":
-            b.click()
-            break
-    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
-    d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(LOOKUP_TRACE))
-    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
+    replay_trace(d, server, LOOKUP_TRACE)
     wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]"), 30,
              "the copied tokens")
     token = d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]")[1]
