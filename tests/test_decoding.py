@@ -9,6 +9,7 @@ import torch
 from clasp_core import sampling, trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
+from clasp_core.output import Output
 from clasp_core.sampling import greedy_accept, speculative_accept, warp
 from clasp_core.trace import Done, LayerChoice, Prefill, Round
 from tests.conftest import tiny_llama
@@ -228,6 +229,28 @@ class TestSampledRunsAreExact:
 def test_bad_parameters_raise_clear_value_errors(tiny, kw, msg):
     with pytest.raises(ValueError, match=msg):
         generate(tiny, None, GenConfig(**kw), prompt_ids=PROMPT)
+
+
+def test_the_output_cuts_a_round_after_eos_and_at_the_token_budget():
+    stop = threading.Event()
+    out = Output(None, eos={2}, max_new_tokens=6, stop=stop)
+    assert out.extend([7, 8]) == [7, 8] and out.finished() is None
+    stop.set()
+    assert out.finished() == "stopped"
+    assert out.extend([9, 2, 5]) == [9, 2] and out.finished() == "eos"          # nothing after an EOS
+    out = Output(None, eos={2}, max_new_tokens=3, stop=None)
+    assert out.extend([4, 5, 6, 7]) == [4, 5, 6] and out.finished() == "max_new_tokens"
+    assert out.text() == "4 5 6"                                 # no tokenizer: the ids
+
+
+def test_the_runner_is_the_models_own_built_at_its_first_run():
+    lm = from_modules(tiny_llama())
+    assert lm.built_runner is None                               # listing or measuring a model builds none
+    list(generate(lm, None, GenConfig(max_new_tokens=3), "vanilla", prompt_ids=PROMPT))
+    runner = lm.built_runner
+    assert runner is not None and lm.runner is runner
+    list(generate(lm, None, GenConfig(max_new_tokens=3), "clasp", prompt_ids=PROMPT))
+    assert lm.runner is runner                                   # one per model, kept from run to run
 
 
 def test_the_largest_seed_samples(tiny):

@@ -185,3 +185,13 @@ def test_kv_cache_writes_at_positions_views_up_to_an_end_and_rolls_back():
     assert cache.length == 3
     with pytest.raises(ValueError, match="roll back"):
         cache.rollback(4)
+
+
+def test_run_layers_starts_where_asked_skips_and_records_every_layer():
+    """The one layer loop: the forward, the GPU path and the static search all rely on these three rules."""
+    runner = Runner(tiny_llama(), capacity=8)
+    L = runner.num_layers
+    seen = []
+    out = runner.run_layers((), lambda i, x: x + (i,), skip={2, 3}, start=1, record=seen.append)
+    assert out == tuple(i for i in range(1, L) if i not in (2, 3))      # in order, from start, skips left out
+    assert len(seen) == L - 1 and seen[1] == seen[2] == seen[0] == (1,)  # a skipped layer repeats its input

@@ -1,4 +1,5 @@
 """The offline skip-set search of the `static` strategy (tiny random Llamas, a temporary cache dir)."""
+import ast
 import re
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from clasp_core.model import from_modules
 from clasp_core.runner import Runner
 from clasp_core.static_search import Calibration, calibration_ids, continue_greedy, static_skip_set
-from tests.conftest import tiny_llama
+from tests.conftest import ROOT, tiny_llama
 
 
 @pytest.fixture
@@ -91,3 +92,41 @@ def test_the_embedded_models_sets_ship_with_the_package(embedded):
         assert found.cached and found.seconds == 0.0 and len(found.skip) == M
         assert "greedy search" in found.how
     assert set(static_skip_set(embedded, 8).skip) < set(static_skip_set(embedded, 14).skip)
+
+
+def engine_imports() -> dict[str, set[str]]:
+    """Each clasp_core module and the clasp_core modules it imports, those inside functions included."""
+    graph = {}
+    for path in (ROOT / "clasp_core").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        package = parts if parts[-1] == "__init__" else parts[:-1]
+        package = [p for p in package if p != "__init__"]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[:len(package) - node.level + 1]
+                deps.add(".".join(base + ([node.module] if node.module else [])))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clasp_core"):
+                deps.add(node.module)
+        graph[".".join(p for p in parts if p != "__init__")] = deps
+    return graph
+
+
+def test_the_engine_has_no_import_cycle():
+    """The static search encodes its calibration prompts with clasp_core.prompt, not with decoding (which
+    imports the strategies, which import the static search): no module may import itself round about."""
+    graph = engine_imports()
+    assert "clasp_core.prompt" in graph["clasp_core.static_search"]
+    state = {}
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = "open"
+        for dep in sorted(graph.get(mod, ())):
+            assert state.get(dep) != "open", f"import cycle: {' -> '.join(path + [dep])}"
+            if dep in graph and dep not in state:
+                visit(dep, path + [dep])
+        state[mod] = "done"
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
