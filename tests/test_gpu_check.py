@@ -135,11 +135,11 @@ def test_bench_sizes_the_cache_once_and_rows_carry_graphs(tiny_dir):
 SITE = '''
 import atexit, json, os, sys
 def _record():
-    seen = sorted({m.split(".")[0] for m in sys.modules} & {BANNED})
+    seen = sorted({m.split(".")[0] for m in sys.modules} & {BANNED_NAMES})
     with open(os.path.join(os.environ["IMPORTS_DIR"], str(os.getpid())), "w") as f:
         json.dump([sys.argv, seen], f)
 atexit.register(_record)
-'''.replace("{BANNED}", ", ".join(repr(b) for b in BANNED))
+'''.replace("BANNED_NAMES", ", ".join(repr(b) for b in BANNED))
 
 
 @pytest.mark.integration

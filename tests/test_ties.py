@@ -83,6 +83,10 @@ def accept_one_rejected(monkeypatch):
         return acc, nxt, kind
 
     monkeypatch.setattr(decoding, "greedy_accept", corrupted)
+    # the corruption reads the full model's token past the rejected draft: whole blocks, not the CPU's
+    # row-by-row head that stops at the first rejection
+    from clasp_core.runner import Runner
+    monkeypatch.setattr(Runner, "rows_head", property(lambda self: False))
     return done
 
 
