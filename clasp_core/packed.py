@@ -1,20 +1,21 @@
-"""The CPU layout of the projection weights for short blocks (decode, draft, small verify).
+"""The CPU's weights and products for short blocks (decode, draft, verification, the DP's candidates).
 
-nn.Linear stores a weight as [out, in] and a one-token product x @ W.T runs through MKL's
-matrix-vector kernel, which on this kind of CPU streams the weights at about 12 GB/s. The
-same product on a copy laid out [in, out] runs at about twice that (measured on the embedded
-model: all decoder-layer projections 35 -> 26 ms, lm_head 9.1 -> 4.6 ms for one token; see
-BENCHMARKS.md). So for blocks of up to ``max_tokens`` tokens the runner uses copies laid out
-[in, out], with q|k|v and gate|up fused into one product each. The two projections whose input
-is wider or as wide as their output (o and down) were measured the other way round (down, all
-30 layers, one token: 8.2 ms on its own [out, in] weight against 10.7 ms on a copy, one thread;
-17.6 against 21.8 ms on two), so they keep the modules' own weights. Longer blocks (the prompt, the
-DP's candidates, verifications of 4 or more tokens) keep the modules' own weights, which
-MKL's matrix-matrix kernel reads faster (a 9-token verification: 80 ms against 100 ms packed).
+Where the engine's own kernel was built (cpu_kernel.py, kernels/linear.c) every product of a block of
+up to its MAX_ROWS rows runs on it, over the weights in nn.Linear's own [out, in] layout, with q|k|v
+and gate|up fused into one product each; the head is the module's own weight. It streams the weights
+at about twice the rate of MKL's fp32 matrix-vector kernel on an AMD EPYC and costs far less than
+MKL's matrix-matrix kernel for 2-16 rows (BENCHMARKS.md).
 
-Only the layout changes: the same numbers are multiplied and summed. The sums may round in
-another order than transformers' (the last bits of a logit), as any change of kernel does;
-greedy losslessness is checked against ``generate`` token by token in the tests and the bench.
+Without it (no compiler, not Linux, ``CLASP_CPU_KERNEL=0``) torch multiplies, as before the kernel:
+nn.Linear's x @ W.T runs MKL's matrix-vector kernel at about 12 GB/s there, while the same product
+on a copy laid out [in, out] runs at about twice that, so blocks of up to ``max_tokens`` (3) tokens use
+[in, out] copies of q|k|v, gate|up and the head. The two projections whose input is as wide as or
+wider than their output (o and down) measured the other way round, so they keep the modules' own
+weights. Longer blocks keep the modules' own weights, which MKL's matrix-matrix kernel reads faster.
+
+Only the layout and the kernel change: the same numbers are multiplied and summed. The sums may round
+in another order than transformers' (the last bits of a logit), as any change of kernel does; greedy
+losslessness is checked against ``generate`` token by token in the tests and the bench.
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ class LayerWeights:
     norm2: torch.nn.Module
 
 
-def _t(*linears: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weights of linears with the same input, side by side, laid out [in, out]; their biases."""
-    w = torch.cat([l.weight for l in linears]).t().contiguous()
+def _t(*linears: torch.nn.Linear, t: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weights of linears with the same input, side by side, laid out [in, out] (``t``) or stacked
+    [out, in] as nn.Linear keeps them; their biases."""
+    w = torch.cat([l.weight for l in linears])
+    w = w.t().contiguous() if t else w.contiguous()
     biases = [l.bias for l in linears]
     if all(b is None for b in biases):
         return w, None
@@ -56,20 +59,28 @@ def _mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tenso
 
 
 class Packed:
-    def __init__(self, layers, lm_head: torch.nn.Linear, max_tokens: int = 3):
-        self.max_tokens = max_tokens
+    def __init__(self, layers, lm_head: torch.nn.Linear, max_tokens: int = 3, kernel=None):
+        """kernel: the engine's own product (cpu_kernel.Kernel), or None for torch's. With it every
+        weight stays [out, in] (q|k|v and gate|up still fused), the head is the module's own weight
+        (no copy), and blocks of up to its MAX_ROWS rows take this path."""
+        self.kernel = kernel
+        self.max_tokens = kernel.max_rows if kernel is not None else max_tokens
+        t = kernel is None
         self.layers: list[LayerWeights] = []
         for layer in layers:
             att, mlp = layer.self_attn, layer.mlp
-            qkv, qkv_b = _t(att.q_proj, att.k_proj, att.v_proj)
-            gu, gu_b = _t(mlp.gate_proj, mlp.up_proj)
+            qkv, qkv_b = _t(att.q_proj, att.k_proj, att.v_proj, t=t)
+            gu, gu_b = _t(mlp.gate_proj, mlp.up_proj, t=t)
             self.layers.append(LayerWeights(qkv, qkv_b, att.o_proj.weight, att.o_proj.bias, gu, gu_b,
                                             mlp.down_proj.weight, mlp.down_proj.bias, mlp.act_fn,
                                             layer.input_layernorm, layer.post_attention_layernorm))
         self.split = [layers[0].self_attn.q_proj.out_features, layers[0].self_attn.k_proj.out_features,
                       layers[0].self_attn.v_proj.out_features]
         self.ff = layers[0].mlp.gate_proj.out_features
-        self.head, self.head_bias = _t(lm_head)
+        if kernel is None:
+            self.head, self.head_bias = _t(lm_head)
+        else:
+            self.head, self.head_bias = lm_head.weight.contiguous(), lm_head.bias
         att = layers[0].self_attn
         self.head_dim = att.head_dim
         self.n_q = self.split[0] // self.head_dim
@@ -79,18 +90,26 @@ class Packed:
         self.lean = not hasattr(att, "q_norm") and all(
             type(n).__name__.endswith("RMSNorm") for n in (layer.input_layernorm, layer.post_attention_layernorm))
 
+    def fused(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """x times a fused copy (q|k|v, gate|up, the head): [in, out] for torch, [out, in] for the kernel."""
+        return self.kernel(x, w, b) if self.kernel is not None else _mm(x, w, b)
+
+    def own(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """x times a module's own [out, in] weight (o, down)."""
+        return self.kernel(x, w, b) if self.kernel is not None else F.linear(x, w, b)
+
     def qkv(self, i: int, h: torch.Tensor):
         w = self.layers[i]
-        return _mm(h, w.qkv, w.qkv_bias).split(self.split, dim=-1)
+        return self.fused(h, w.qkv, w.qkv_bias).split(self.split, dim=-1)
 
     def o(self, i: int, x: torch.Tensor) -> torch.Tensor:
         w = self.layers[i]
-        return F.linear(x, w.o, w.o_bias)
+        return self.own(x, w.o, w.o_bias)
 
     def mlp(self, i: int, h: torch.Tensor) -> torch.Tensor:
         w = self.layers[i]
-        gate, up = _mm(h, w.gate_up, w.gate_up_bias).split(self.ff, dim=-1)
-        return F.linear(w.act(gate) * up, w.down, w.down_bias)
+        gate, up = self.fused(h, w.gate_up, w.gate_up_bias).split(self.ff, dim=-1)
+        return self.own(w.act(gate) * up, w.down, w.down_bias)
 
     # ---- one decoder layer in few ops (decode, draft and short verify steps) ------------------
     def layer(self, i: int, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], at: torch.Tensor,
@@ -106,7 +125,7 @@ class Packed:
         w = self.layers[i]
         T, hd = x.shape[1], self.head_dim
         h = norm(w.norm1, x)
-        qkv = _mm(h[0], w.qkv, w.qkv_bias)                      # [T, (n_q + 2 n_kv) hd]
+        qkv = self.fused(h[0], w.qkv, w.qkv_bias)               # [T, (n_q + 2 n_kv) hd]
         nqk = (self.n_q + self.n_kv) * hd
         qk = qkv[:, :nqk].view(T, self.n_q + self.n_kv, hd)
         qk = rotate(qk, rope)
@@ -117,10 +136,10 @@ class Packed:
         q = qk[:, :self.n_q].transpose(0, 1)[None]
         o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, is_causal=mask is None and T > 1,
                                            scale=self.scale, enable_gqa=self.n_kv != self.n_q)
-        x = x + F.linear(o[0].transpose(0, 1).reshape(T, -1), w.o, w.o_bias)
+        x = x + self.own(o[0].transpose(0, 1).reshape(T, -1), w.o, w.o_bias)
         h = norm(w.norm2, x)
-        gate, up = _mm(h[0], w.gate_up, w.gate_up_bias).split(self.ff, dim=-1)
-        return x + F.linear(w.act(gate).mul_(up), w.down, w.down_bias)
+        gate, up = self.fused(h[0], w.gate_up, w.gate_up_bias).split(self.ff, dim=-1)
+        return x + self.own(w.act(gate).mul_(up), w.down, w.down_bias)
 
     def rope_tables(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [1, T, hd] as [T, 1, hd], the sine's first half negated: rotate_half(x) * sin is
@@ -131,7 +150,7 @@ class Packed:
         return cos[0, :, None], sin
 
     def lm_head(self, y: torch.Tensor) -> torch.Tensor:
-        return _mm(y, self.head, self.head_bias)
+        return self.fused(y, self.head, self.head_bias)
 
 
 def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernel
 from .fastpath import BUCKETS, StaticSteps, bucket_for
 from .kvcache import KVCache
 from .packed import Packed, want_packed
@@ -49,7 +50,8 @@ class Runner:
         # every round: one attention plan per candidate count on a GPU (cuDNN builds one per shape)
         self.dp_fixed = self.device.type == "cuda"
         # CPU: short blocks multiply by copies of the weights laid out [in, out] (packed.py)
-        self.packed = Packed(self.layers, self.lm_head) if want_packed(model, self.device) else None
+        self.packed = (Packed(self.layers, self.lm_head, kernel=cpu_kernel.kernel() if self.dtype == torch.float32
+                              else None) if want_packed(model, self.device) else None)
         if capacity:
             self.allocate(capacity)
 

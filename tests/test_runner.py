@@ -123,20 +123,31 @@ def test_other_llama_family_architectures_match_hf(kind):
     torch.testing.assert_close(torch.cat([prefill, torch.stack(steps)]), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [True, False], ids=["own-kernel", "torch"])
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
-def test_cpu_packed_weights_give_the_modules_results(kind, monkeypatch):
-    """Short blocks on a CPU multiply by [in, out] copies (fused q|k|v, gate|up) in one lean layer call
-    (not Qwen3's, whose per-head q/k norms run as modules); same numbers as the modules."""
+def test_cpu_packed_weights_give_the_modules_results(kind, kernel, monkeypatch):
+    """Short blocks on a CPU multiply by fused q|k|v and gate|up weights (the engine's own kernel on [out, in],
+    else torch on [in, out] copies) in one lean layer call (not Qwen3's, whose per-head q/k norms run as
+    modules); same numbers as the modules."""
+    from clasp_core import cpu_kernel
+
+    if not kernel:
+        monkeypatch.setattr(cpu_kernel, "kernel", lambda: None)
+    elif cpu_kernel.kernel() is None:
+        pytest.skip(f"no CPU kernel here: {cpu_kernel.why_off()}")
     model = tiny_llama() if kind == "llama" else tiny_of(kind)      # qwen2: q/k/v with biases
-    packed = Runner(model, capacity=32)
+    packed = Runner(model, capacity=64)
     monkeypatch.setenv("CLASP_CPU_PACKED", "0")
-    plain = Runner(model, capacity=32)
+    plain = Runner(model, capacity=64)
     assert packed.packed is not None and plain.packed is None
-    assert packed.lean(1) == (kind != "qwen3") and not packed.lean(4)
-    ids = torch.tensor([5, 17, 3, 44, 60, 8, 9, 11, 12])
-    torch.testing.assert_close(packed.forward(ids[:4], 0), plain.forward(ids[:4], 0))   # prompt: modules in both
-    start = 4
-    for T in (1, 2, 3):                                  # decode / draft / short verification blocks
+    assert (packed.packed.kernel is not None) == kernel
+    longest = packed.packed.max_tokens
+    assert packed.lean(1) == (kind != "qwen3") and not packed.lean(longest + 1)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, model.config.vocab_size, (longest + 1 + 6 + longest,), generator=g)
+    start = longest + 1                                   # a prompt longer than a short block: modules in both
+    torch.testing.assert_close(packed.forward(ids[:start], 0), plain.forward(ids[:start], 0))
+    for T in (1, 2, 3, longest):                          # decode / draft / verification blocks
         block = ids[start:start + T]
         a, ha = packed.forward(block, start, skip={1}, hidden=True)
         b, hb = plain.forward(block, start, skip={1}, hidden=True)

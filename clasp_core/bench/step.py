@@ -53,8 +53,11 @@ def step_times(spec: str | None, threads: int, context: int, reps: int) -> dict[
     weights = list(dict.fromkeys(mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Linear)))
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     xs = {n: torch.randn(1, n) for n in {w.shape[1] for w in weights}}
-    # the engine's layout: [in, out] copies where out > in (q|k|v, gate|up, head), else the own weight
-    laid = [(w.t().contiguous(), True) if w.shape[0] > w.shape[1] else (w, False) for w in weights]
+    kernel = runner.packed.kernel if runner.packed is not None else None
+    # the engine's products: its own kernel on every [out, in] weight where it was built (cpu_kernel.py),
+    # else torch's on [in, out] copies where out > in (q|k|v, gate|up, head) and the own weight elsewhere
+    laid = [(w, False) if kernel is not None else (w.t().contiguous(), True) if w.shape[0] > w.shape[1]
+            else (w, False) for w in weights]
     big = torch.ones(nbytes // 4)          # written, so the pages are real (not the shared zero page)
 
     def matvec_linear():
@@ -65,6 +68,8 @@ def step_times(spec: str | None, threads: int, context: int, reps: int) -> dict[
         for w, t in laid:
             if t:
                 xs[w.shape[0]] @ w
+            elif kernel is not None:
+                kernel(xs[w.shape[1]], w)
             else:
                 F.linear(xs[w.shape[1]], w)
 
