@@ -103,7 +103,7 @@ def start_app(port: int, extra: list[str], app_dir: Path = ROOT) -> subprocess.P
 def trace_path(outputs) -> str | None:
     """The run's trace file among the final outputs (a path ending in .jsonl)."""
     for o in outputs:
-        p = o.get("path") if isinstance(o, dict) else o
+        p = o.get("path") if isinstance(o, dict) else getattr(o, "path", o)
         if isinstance(p, str) and p.endswith(".jsonl") and os.path.isfile(p):
             return p
     return None
@@ -245,7 +245,8 @@ def page_table(a) -> list[dict]:
     proc = start_app(port, extra, a.app_dir.resolve())
     rows = []
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        # no download of the run's trace file: a browser shows its link and fetches it only when clicked
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         drive(client, WARM["prompt"], WARM["settings"], WARM["max_new"])     # loads and warms the model
         print(f"min of {a.repeat} runs each; alone = generate() on the main thread of a fresh process")
         print(f"{'run':<10} {'alone s':>8} {'page s':>8} {'page/alone':>10} {'engine s':>9} {'updates':>8} "
