@@ -190,6 +190,7 @@ class LayerDPOnce(LayerDP):
 
     name = "clasp-once"
     label = "DP once, on the prompt's last token"
+    short = "DP once"
     help = "*DP once* keeps the set the DP picked from the prompt (the paper's LOI ablation)."
 
     def due(self, rounds_since: int, loi: int) -> bool:
@@ -297,6 +298,15 @@ class LayerDPLookup(LayerDP):
             "with auto on it takes plain steps where neither pays.")
     lookup = True
     bench_auto = True               # copies where they match, else auto's layer draft or a plain step
+
+
+def short_name(name: str) -> str:
+    """What the page calls a draft source in a sentence or a column head: the class's ``short`` where it has
+    one, else its label up to the colon ("CLaSp", "prompt lookup", "CLaSp + lookup"); an unknown name as is."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        return name
+    return getattr(cls, "short", None) or cls.label.split(":")[0]
 
 
 def make_strategy(name: str, seed: int = 0) -> Strategy:

@@ -191,3 +191,20 @@ def test_tokens_stop_at_an_eos_cut():
     v = build_view(synthetic())
     assert [(t.text, t.kind) for t in v.tokens()] == [("A", "plain"), ("B", "accepted"), ("C", "accepted"),
                                                       ("D", "bonus"), ("</s>", "accepted")]
+
+
+def test_the_summary_and_timing_table_name_the_draft_source(views):
+    """A run of another draft source is named as such, not "CLaSp" (the trace's params say which)."""
+    import dataclasses
+
+    c, v = views["clasp"], views["vanilla"]
+    assert c.source == "CLaSp" and v.source == "vanilla"
+    assert summary_html(c, v).startswith('<div class="summary">CLaSp <b>')
+    lookup = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": "lookup"}),
+                         *c.rounds, *c.steps, c.done])
+    assert lookup.source == "prompt lookup"
+    assert summary_html(lookup, v).startswith('<div class="summary">prompt lookup <b>')
+    assert "<th>prompt lookup</th><th>vanilla</th>" in timing_html(lookup, v)
+    once = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": "clasp-once"}),
+                       *c.rounds, c.done])
+    assert once.source == "DP once"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clasp_core.strategies import short_name
 from clasp_core.trace import Done, Event, LayerChoice, Prefill, Round, Step
 
 
@@ -68,6 +69,13 @@ class RunView:
     @property
     def method(self) -> str:
         return self.prefill.method if self.prefill else ""
+
+    @property
+    def source(self) -> str:
+        """The draft source's name for the page ("CLaSp", "prompt lookup", ...; "vanilla" for a plain run)."""
+        if self.method != "clasp":
+            return self.method
+        return short_name(self.params.get("strategy") or "clasp")
 
     @property
     def num_layers(self) -> int:

@@ -141,7 +141,8 @@ def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
                    for name, f in rows)
     state, msg = lossless_state(c, v)
     return (f'<div class="timing"><div class="speedup">speedup <b>{speed}</b></div>'
-            f'<table class="timing-table"><tr><th></th><th>CLaSp</th><th>vanilla</th></tr>{body}</table>'
+            f'<table class="timing-table"><tr><th></th><th>{html.escape(c.source if c else "CLaSp")}</th>'
+            f'<th>vanilla</th></tr>{body}</table>'
             f'<p class="note">{TAU_NOTE}</p>'
             f'<div class="lossless lossless-{state}">{html.escape(msg)}</div></div>')
 
@@ -151,7 +152,8 @@ def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     if not (clasp and clasp.done):
         return ""
     c = clasp.done
-    parts = [f"CLaSp <b>{c.tokens_per_s:.1f}</b> tok/s", f"τ <b>{c.tau:.2f}</b>" if c.rounds else ""]
+    parts = [f"{html.escape(clasp.source)} <b>{c.tokens_per_s:.1f}</b> tok/s",
+             f"τ <b>{c.tau:.2f}</b>" if c.rounds else ""]
     if vanilla and vanilla.done and vanilla.done.tokens_per_s > 0:
         v = vanilla.done
         parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s",
