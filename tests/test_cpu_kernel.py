@@ -96,3 +96,16 @@ def test_torch_products_without_it(tiny, monkeypatch):
     runner = Runner(tiny.model)
     assert runner.packed is not None and runner.packed.kernel is None
     assert runner.packed.head.shape == tiny.model.lm_head.weight.t().shape
+
+
+@needs_cc
+def test_the_step_bench_times_blocks_with_both_products(tiny_dir, capsys):
+    """`python -m clasp_core.bench.step --rows 1,3`: every weight once per row count, torch's and the kernel's."""
+    from clasp_core.bench import step
+
+    rows = step.block_times(str(tiny_dir), threads=1, rows=[1, 3], reps=1)
+    assert [r["rows"] for r in rows] == [1, 3]
+    assert all(r["torch"] > 0 and r["own kernel"] > 0 for r in rows)
+    assert step.main(["--model", str(tiny_dir), "--rows", "1,2", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "own kernel" in out and "(1.00x)" in out

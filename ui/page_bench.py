@@ -13,7 +13,8 @@ run's trace) is printed beside them: it shows whether the engine itself ran slow
 
 ``--micro`` times one ``F.linear`` of 1x576 by 576x1536 (a SmolLM2 MLP projection) in a fresh process
 per row: on the main thread, in a second thread after the main thread ran torch, in a new thread
-after a loading thread ran torch (the app before issue 15), and in the app's engine thread.
+after a loading thread ran torch (the app before issue 15), and in the app's engine thread, there
+also by the engine's own CPU kernel (the product the engine uses for such a block).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ RUNS = {
     "defaults": dict(num_skip=14, draft_len=8, det=0.7, loi=1, auto=True),
 }
 WARM = dict(prompt="Hi.", settings=RUNS["fixed"], max_new=8)      # the short run both sides start with
-MICRO = ("main", "second-thread", "after-load-thread", "app-engine")
+MICRO = ("main", "second-thread", "after-load-thread", "app-engine", "app-engine, own kernel")
 
 
 def free_port() -> int:
@@ -137,18 +138,26 @@ def page(client, prompt: str, settings: dict, max_new: int, repeat: int) -> dict
 
 
 # ---- the microbenchmark -------------------------------------------------------------------------
-def linear_us(reps: int = 5000) -> tuple[float, float]:
-    """Microseconds per F.linear(1x576, 576x1536) in the calling thread, and CPU cores busy meanwhile."""
+def linear_us(reps: int = 5000, own: bool = False) -> tuple[float, float]:
+    """Microseconds per F.linear(1x576, 576x1536) in the calling thread, and CPU cores busy meanwhile;
+    ``own``: the same product by the engine's own CPU kernel (clasp_core/cpu_kernel.py) instead."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(0)
     x, w = torch.randn(1, 576), torch.randn(1536, 576)
+    product = F.linear
+    if own:
+        from clasp_core import cpu_kernel
+
+        product = cpu_kernel.kernel()
+        if product is None:
+            raise SystemExit(f"page_bench: no CPU kernel here ({cpu_kernel.why_off()})")
     for _ in range(200):
-        F.linear(x, w)
+        product(x, w)
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(reps):
-        F.linear(x, w)
+        product(x, w)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return 1e6 * wall / reps, cpu / wall
 

@@ -1,6 +1,7 @@
 """One decode step against its bounds: transformers' step, the engine's, and what the weights allow.
 
     python -m clasp_core.bench.step --threads 1 --context 100
+    python -m clasp_core.bench.step --threads 2 --rows 1,2,4,9,16     # what a block of k rows costs
 
 On the embedded model (or ``--model``), CPU, float32, it times in one process, interleaved:
 one HF forward of one token over a DynamicCache, one engine step (vanilla: every layer, one
@@ -87,13 +88,53 @@ def step_times(spec: str | None, threads: int, context: int, reps: int) -> dict[
     return best
 
 
+def block_times(spec: str | None, threads: int, rows: list[int], reps: int) -> list[dict]:
+    """Milliseconds for a block of each row count through every nn.Linear weight once (a decode step's
+    products for 1 row, a verification's for k+1): torch's F.linear, and the engine's own kernel."""
+    from .. import cpu_kernel
+
+    torch.set_num_threads(threads)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    m = load_model(spec, device="cpu", dtype="float32").model
+    weights = list(dict.fromkeys(mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Linear)))
+    kernel = cpu_kernel.kernel()
+    out = []
+    for M in rows:
+        xs = {n: torch.randn(M, n) for n in {w.shape[1] for w in weights}}
+        runs = {"torch": lambda xs=xs: [F.linear(xs[w.shape[1]], w) for w in weights]}
+        if kernel is not None:
+            runs["own kernel"] = lambda xs=xs: [kernel(xs[w.shape[1]], w) for w in weights]
+        row = {"rows": M}
+        for name, f in runs.items():
+            f()
+            best = float("inf")
+            for _ in range(reps):
+                t0 = clock()
+                f()
+                best = min(best, clock() - t0)
+            row[name] = best * 1e3
+        out.append(row)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="clasp_core.bench.step", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="local dir, HF-cache id or .gguf (default: embedded SmolLM2)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--context", type=int, default=100, help="tokens in the cache before the timed step")
     ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--rows", help="instead: the products of blocks of these row counts (e.g. 1,2,4,9,16), "
+                                   "torch's against the engine's own kernel")
     a = ap.parse_args(argv)
+    if a.rows:
+        table = block_times(a.model, a.threads, [int(r) for r in a.rows.split(",")], a.reps)
+        names = [k for k in table[0] if k != "rows"]
+        print(f"CPU float32, {a.threads} thread(s): every nn.Linear weight once, for a block of this many rows; "
+              "ms (x one row)")
+        print(f"{'rows':>5s} " + " ".join(f"{n:>18s}" for n in names))
+        for r in table:
+            print(f"{r['rows']:5d} " + " ".join(f"{r[n]:9.1f} ({r[n] / table[0][n]:4.2f}x)" for n in names))
+        return 0
     b = step_times(a.model, a.threads, a.context, a.reps)
     mb = b.pop("MB")
     clock = "thread CPU time" if a.threads == 1 else "wall time"
