@@ -445,13 +445,16 @@ class _Run:
         return Verdict(acc, nxt, kind, p_x, self.clock.now() - t0, hs, **top)
 
     def head_rows(self, y: torch.Tensor, drafted: list[int]) -> torch.Tensor:
-        """Greedy verification's logits, one row at a time up to the first draft the full model rejects
-        (runner.rows_head): the rows after it decide nothing, and on a CPU one-row products are cheaper
-        than the block's. Each row is the same product a plain step runs, so the argmax is the same."""
-        out = []
-        for i in range(len(drafted) + 1):
-            out.append(self.runner.head_row(y[i:i + 1]))
-            if i == len(drafted) or int(out[-1][0].argmax()) != drafted[i]:
-                break
+        """Greedy verification's logits up to the first draft the full model rejects (runner.rows_head), in
+        blocks of ``runner.head_block`` rows: the rows after it decide nothing, and on a CPU a block of one or
+        two rows costs about one row's product (the weights are read once), where the whole block's costs more.
+        Each row comes out bitwise as a plain step's (the engine's kernel sums each row alone), so the argmax
+        is the same."""
+        out, b = [], self.runner.head_block
+        for i in range(0, len(drafted) + 1, b):
+            out.append(self.runner.head_row(y[i:i + b]))
+            for r, best in enumerate(out[-1].argmax(-1).tolist(), i):
+                if r == len(drafted) or best != drafted[r]:
+                    return torch.cat(out)
         return torch.cat(out)
 

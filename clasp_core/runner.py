@@ -154,15 +154,22 @@ class Runner:
 
     @property
     def rows_head(self) -> bool:
-        """Whether a verification may apply the LM head row by row (``forward(head=False)``, ``head_row``).
+        """Whether a verification may apply the LM head a few rows at a time (``forward(head=False)``, ``head_row``).
 
-        On a CPU the head of a multi-row block runs MKL's matrix-matrix kernel, which costs 2-5 one-row
-        products for 2-9 rows on this kind of CPU (AMD EPYC), while a greedy verification needs rows only up
-        to its first rejected draft, usually the first. The CUDA path keeps whole blocks (graphs, cheap rows)."""
+        On a CPU a greedy verification needs logits only up to its first rejected draft, usually the first
+        or second row, while the head of the whole block costs more than that: 2-5 one-row products for 2-9
+        rows with MKL's matrix-matrix kernel on an AMD EPYC, about 1.2-2 with the engine's own kernel. The
+        CUDA path keeps whole blocks (graphs, cheap rows)."""
         return self.packed is not None and self.fast is None and not self.spread
 
+    @property
+    def head_block(self) -> int:
+        """Rows per head product in such a verification: two with the engine's own kernel (a second row costs
+        little there, and each row's sums are the same alone or in a block), else one."""
+        return 2 if self.packed is not None and self.packed.kernel is not None else 1
+
     def head_row(self, y: torch.Tensor) -> torch.Tensor:
-        """Logits [1, V] of one final-normed state [1, d] (the one-token step's packed product)."""
+        """Logits [b, V] of b final-normed states [b, d] (a short block's packed product)."""
         return self.head(y[None])[0]
 
     def run_layers(self, x, step, skip=frozenset(), *, start: int = 0, record=None):

@@ -109,3 +109,15 @@ def test_the_step_bench_times_blocks_with_both_products(tiny_dir, capsys):
     assert step.main(["--model", str(tiny_dir), "--rows", "1,2", "--reps", "1"]) == 0
     out = capsys.readouterr().out
     assert "own kernel" in out and "(1.00x)" in out
+
+
+@needs_cc
+def test_a_row_sums_the_same_alone_or_in_a_block(kernel):
+    """What lets a greedy verification take the head two rows at a time (decoding.head_rows): each row of a
+    block comes out bitwise as that row alone, as a plain step computes it."""
+    g = torch.Generator().manual_seed(5)
+    w, b = torch.randn(300, 200, generator=g), torch.randn(300, generator=g)
+    for M in (2, 3, 4, 7, 9, 16):
+        x = torch.randn(M, 200, generator=g)
+        block = kernel(x, w, b)
+        assert all(torch.equal(block[i], kernel(x[i:i + 1], w, b)[0]) for i in range(M))

@@ -293,3 +293,31 @@ def test_unsupported_module_wrap():
     from transformers import GPT2Config, GPT2LMHeadModel
     with pytest.raises(ValueError, match="unsupported architecture"):
         from_modules(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)))
+
+
+def test_a_greedy_verification_takes_the_head_in_blocks_up_to_the_first_rejection():
+    """decoding._Run.head_rows: rows in blocks of runner.head_block, stopping at the block holding the first
+    rejected draft (or the bonus row); the rows it returns are those the head computed."""
+    from types import SimpleNamespace
+
+    from clasp_core.decoding import _Run
+
+    V = 10
+    best = [3, 4, 5, 6, 7, 8]                       # the full model's argmax at each row
+
+    def head_row(y):
+        calls.append(y.shape[0])
+        return torch.nn.functional.one_hot(y[:, 0].long(), V).float()
+
+    y = torch.tensor(best, dtype=torch.float32)[:, None].repeat(1, 4)       # row i "is" its argmax
+    for block, drafted, rows, shapes in (
+            (2, [3, 9, 5], 2, [2]),                  # rejected at row 1: one block of two
+            (2, [3, 4, 9], 4, [2, 2]),               # rejected at row 2: the second block holds it
+            (2, [9, 4], 2, [2]),                     # rejected at row 0: still a block of two
+            (1, [3, 9, 5], 2, [1, 1]),               # one row at a time (no kernel): as before
+            (2, [3, 4, 5], 4, [2, 2])):              # all accepted: the bonus row ends it
+        calls = []
+        run = SimpleNamespace(runner=SimpleNamespace(head_block=block, head_row=head_row))
+        out = _Run.head_rows(run, y[:len(drafted) + 1], drafted)
+        assert out.shape[0] == rows and calls == shapes
+        assert out.argmax(-1).tolist() == best[:rows]
