@@ -186,14 +186,14 @@ def micro(where: str) -> tuple[float, float]:
         in_thread(lambda: list(generate(load_model("default", device="cpu"), "Hi.", GenConfig(max_new_tokens=4),
                                         "vanilla")))
         return in_thread(linear_us)
-    if where == "app-engine":                                     # the app now: its engine thread
+    if where.startswith("app-engine"):                            # the app now: its engine thread
         sys.path.insert(0, str(ROOT))
         import app
         from ui.engine import ENGINE
 
         app.MODELS.device = "cpu"
         app.MODELS.load("default")
-        return ENGINE.call(linear_us)
+        return ENGINE.call(lambda: linear_us(own=where.endswith("own kernel")))
     raise ValueError(f"unknown place {where!r}; use one of {', '.join(MICRO)}")
 
 

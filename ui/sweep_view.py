@@ -23,8 +23,9 @@ HELP = (
     "model, "
     "6 Spec-Bench questions, 64 tokens each), turning one knob at a time with the others at M 14, K 8, DET 0.7, "
     "LOI 1, auto off. Top: τ (tokens per round); bottom: speed against vanilla decoding. ★ marks the fastest "
-    "value of each knob. On this CPU a verification of k tokens costs far more than one step, so LOI (how rarely "
-    "the DP runs) matters most and K barely matters; on a GPU the same sweep comes out differently "
+    "value of each knob. On this CPU one run of the layer DP costs about 2.4 plain steps and a verification of 9 "
+    "tokens about 2 (the shape study in BENCHMARKS.md), so LOI (how rarely the DP runs) matters most and K barely "
+    "matters; on a GPU the same sweep comes out differently "
     "(`python -m clasp_core.bench.sweep` measures yours).")
 
 
