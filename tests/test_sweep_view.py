@@ -1,15 +1,23 @@
 """The sweep view in Teach: the shipped sweep's numbers, the fastest value of each knob marked (issue 18 §4)."""
 import pytest
 
-from ui.sweep_view import KNOBS, best, read_sweep, sweep_figure, sweep_points
+from ui.sweep_view import KNOBS, SWEEP, best, read_sweep, sweep_figure, sweep_points
 
 
 def test_points_are_the_benchs_pooled_numbers_and_the_optimum_is_marked():
     pts = sweep_points(read_sweep())
     assert tuple(pts) == KNOBS
-    # assets/bench/cpu-sweep.txt, the bench's own table of the same file: M 3 -> tau 1.42, 0.38x
-    v, tau, speed = pts["M"][0]
-    assert v == 3 and tau == pytest.approx(1.42, abs=0.005) and speed == pytest.approx(0.38, abs=0.005)
+    # the bench's own table of the same runs (assets/bench/cpu-sweep.txt): the view pools them the same way
+    table = {}
+    for line in SWEEP.with_suffix(".txt").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "clasp":                 # method, parameter, value, M, tau, accepted, tok/s, x vanilla, ...
+            table[cells[1], float(cells[2])] = (float(cells[4]), float(cells[7].rstrip("x")))
+    assert len(table) == sum(len(p) for p in pts.values())
+    for knob, points in pts.items():
+        for v, tau, speed in points:
+            want_tau, want_speed = table[knob, float(v)]
+            assert tau == pytest.approx(want_tau, abs=0.005) and speed == pytest.approx(want_speed, abs=0.005)
     assert best(pts["LOI"])[0] == 64
     fig = sweep_figure()
     stars = [t for t in fig.data if t.name == "fastest"]
