@@ -75,6 +75,18 @@ def why_off() -> str | None:
     return _state["why"]
 
 
+def kernel_or_say() -> Kernel | None:
+    """``kernel()``, saying once on stderr why it is off (unless ``CLASP_CPU_KERNEL=0`` asked for that): the
+    engine then runs at torch's speed, which a host should be able to tell from the log."""
+    k = kernel()
+    if k is None and not _state.get("said") and os.environ.get("CLASP_CPU_KERNEL", "1") != "0":
+        _state["said"] = True
+        why = _state.get("why") or "not built"
+        print(f"!! the engine's CPU kernel is off ({why}); short blocks use torch's products, slower on a CPU "
+              "(README, CPU)", file=sys.stderr, flush=True)
+    return k
+
+
 def _omp_runtime() -> str:
     """The path of the OpenMP runtime torch loaded (libgomp, or Intel's/LLVM's, which speak its ABI)."""
     try:

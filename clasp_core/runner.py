@@ -49,9 +49,12 @@ class Runner:
         # the DP's attention over the whole cache (padded keys, masked) so its shapes do not change
         # every round: one attention plan per candidate count on a GPU (cuDNN builds one per shape)
         self.dp_fixed = self.device.type == "cuda"
-        # CPU: short blocks multiply by copies of the weights laid out [in, out] (packed.py)
-        self.packed = (Packed(self.layers, self.lm_head, kernel=cpu_kernel.kernel() if self.dtype == torch.float32
-                              else None) if want_packed(model, self.device) else None)
+        # CPU: short blocks multiply with the engine's own kernel (fp32), else torch's on fused copies (packed.py)
+        if want_packed(model, self.device):
+            kernel = cpu_kernel.kernel_or_say() if self.dtype == torch.float32 else None
+            self.packed = Packed(self.layers, self.lm_head, kernel=kernel)
+        else:
+            self.packed = None
         if capacity:
             self.allocate(capacity)
 

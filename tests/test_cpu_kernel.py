@@ -121,3 +121,18 @@ def test_a_row_sums_the_same_alone_or_in_a_block(kernel):
         x = torch.randn(M, 200, generator=g)
         block = kernel(x, w, b)
         assert all(torch.equal(block[i], kernel(x[i:i + 1], w, b)[0]) for i in range(M))
+
+
+def test_a_kernel_that_is_off_is_said_once_unless_asked_for(tiny, monkeypatch, capsys):
+    """A host should see in the log that the engine runs at torch's speed, and why; once per process."""
+    monkeypatch.setattr(cpu_kernel, "kernel", lambda: None)
+    monkeypatch.setitem(cpu_kernel._state, "said", False)
+    monkeypatch.setitem(cpu_kernel._state, "why", "no C compiler (cc) on PATH")
+    Runner(tiny.model)
+    Runner(tiny.model)
+    err = capsys.readouterr().err
+    assert err.count("CPU kernel is off (no C compiler (cc) on PATH)") == 1
+    monkeypatch.setitem(cpu_kernel._state, "said", False)
+    monkeypatch.setenv("CLASP_CPU_KERNEL", "0")                  # asked for: nothing to say
+    Runner(tiny.model)
+    assert "CPU kernel is off" not in capsys.readouterr().err
