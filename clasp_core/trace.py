@@ -170,6 +170,7 @@ class Done:
 Event = Prefill | LayerChoice | Round | Step | Done
 EVENT_TYPES = {cls.__dataclass_fields__["kind"].default: cls
                for cls in (Prefill, LayerChoice, Round, Step, Done)}
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()}
 
 
 def to_dict(event: Event) -> dict:
@@ -178,16 +179,12 @@ def to_dict(event: Event) -> dict:
     return {name: getattr(event, name) for name in _FIELDS[type(event)]}
 
 
-_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()}
-
-
 def event_from_dict(d: dict) -> Event:
     kind = d.get("kind")
     if kind not in EVENT_TYPES:
         raise ValueError(f"unknown trace event kind {kind!r}; expected one of {sorted(EVENT_TYPES)}")
     cls = EVENT_TYPES[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    return cls(**{name: d[name] for name in _FIELDS[cls] if name in d})
 
 
 def dumps(events: Iterable[Event]) -> str:
