@@ -25,12 +25,22 @@ from ..model import load_model
 from ..runner import Runner
 
 
+def _threads_clock(threads: int):
+    """Use ``threads`` torch threads; the clock to time them with (a thread's CPU time when it is one)."""
+    torch.set_num_threads(threads)
+    return time.thread_time if threads == 1 else time.perf_counter
+
+
+def _linear_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Every nn.Linear weight once (a tied LM head and embedding counted once)."""
+    return list(dict.fromkeys(mod.weight for mod in model.modules() if isinstance(mod, torch.nn.Linear)))
+
+
 def step_times(spec: str | None, threads: int, context: int, reps: int) -> dict[str, float]:
     """Milliseconds (minimum over reps) of each thing timed, and the weights' size in MB."""
     from transformers import DynamicCache
 
-    torch.set_num_threads(threads)
-    clock = time.thread_time if threads == 1 else time.perf_counter
+    clock = _threads_clock(threads)
     lm = load_model(spec, device="cpu", dtype="float32")
     m = lm.model
     ids = torch.randint(0, m.config.vocab_size, (context + 1,))
@@ -51,14 +61,14 @@ def step_times(spec: str | None, threads: int, context: int, reps: int) -> dict[
         runner.rollback(context)
         runner.forward(ids[context:], context, last_only=True)
 
-    weights = list(dict.fromkeys(mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Linear)))
+    weights = _linear_weights(m)
     nbytes = sum(w.numel() * w.element_size() for w in weights)
     xs = {n: torch.randn(1, n) for n in {w.shape[1] for w in weights}}
     kernel = runner.packed.kernel if runner.packed is not None else None
     # the engine's products: its own kernel on every [out, in] weight where it was built (cpu_kernel.py),
     # else torch's on [in, out] copies where out > in (q|k|v, gate|up, head) and the own weight elsewhere
-    laid = [(w, False) if kernel is not None else (w.t().contiguous(), True) if w.shape[0] > w.shape[1]
-            else (w, False) for w in weights]
+    laid = [(w.t().contiguous(), True) if kernel is None and w.shape[0] > w.shape[1] else (w, False)
+            for w in weights]
     big = torch.ones(nbytes // 4)          # written, so the pages are real (not the shared zero page)
 
     def matvec_linear():
@@ -93,10 +103,8 @@ def block_times(spec: str | None, threads: int, rows: list[int], reps: int) -> l
     products for 1 row, a verification's for k+1): torch's F.linear, and the engine's own kernel."""
     from .. import cpu_kernel
 
-    torch.set_num_threads(threads)
-    clock = time.thread_time if threads == 1 else time.perf_counter
-    m = load_model(spec, device="cpu", dtype="float32").model
-    weights = list(dict.fromkeys(mod.weight for mod in m.modules() if isinstance(mod, torch.nn.Linear)))
+    clock = _threads_clock(threads)
+    weights = _linear_weights(load_model(spec, device="cpu", dtype="float32").model)
     kernel = cpu_kernel.kernel()
     out = []
     for M in rows:
