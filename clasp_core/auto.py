@@ -174,10 +174,11 @@ class AutoPolicy:
     def r_verify(self, k: int) -> float:
         """Cost of verifying k drafts, in plain steps: the median of this run's verifications of exactly k
         when it has seen two, else the linear model 1 + beta * k, and never less than what fewer drafts
-        measured (a longer block costs no less). On a CPU the cost is no line: blocks of up to three tokens
-        multiply by other weights than longer ones (packed.py), a greedy verification there stops computing
-        logits at the first rejected draft (decoding.head_rows), and the prefill's beta (a long, efficient
-        block) prices a short block far too cheaply."""
+        measured (a longer block costs no less). On a CPU the cost is no line: short blocks run on other
+        products than longer ones (packed.py: the engine's own kernel up to 16 rows, else torch's [in, out]
+        copies up to 3), a greedy verification there stops computing logits at the first rejected draft
+        (decoding.head_rows), and the prefill's beta (a long, efficient block) prices a short block far too
+        cheaply."""
         c1, seen = self.c1, self.verify_at.get(k)
         if c1 and seen and len(seen) >= 2:
             return max(1.0, median(seen) / c1)

@@ -93,9 +93,9 @@ def _omp_runtime() -> str:
         maps = Path("/proc/self/maps").read_text()
     except OSError as e:
         raise RuntimeError("no /proc/self/maps to find torch's OpenMP runtime in") from e
+    paths = [line.split()[-1] for line in maps.splitlines() if line.strip()]
     for name in ("libgomp", "libiomp5", "libomp"):
-        for line in maps.splitlines():
-            path = line.split()[-1] if line.split() else ""
+        for path in paths:
             if f"/{name}" in path and ".so" in path:
                 return path
     raise RuntimeError("torch loaded no OpenMP runtime (libgomp, libiomp5 or libomp)")

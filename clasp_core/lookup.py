@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .costs import verify_cost
+
 MAX_NGRAM = 3
 
 
@@ -117,7 +119,7 @@ class CopyPolicy:
         if getattr(policy, "c1", 1.0) is None:
             return 0                     # no plain step measured yet: nothing to price a copy against
         alpha, n = self.alpha(match.n), match.n
-        r_verify = getattr(policy, "r_verify", None) or (lambda k: 1 + policy.beta * k)
+        r_verify = getattr(policy, "r_verify", None) or (lambda k: verify_cost(policy.beta, k))
         best_k, best = 0, max(rival_speed, policy.margin)
         for k in range(1, len(match.tokens) + 1):
             speed = (1 - alpha ** (k + 1)) / (1 - alpha) / r_verify(k)
