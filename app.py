@@ -36,7 +36,7 @@ from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
 from ui.knobs import knob
-from ui.live import Pacer, RunStop, batches, calm_queue, start_engine
+from ui.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
 from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
 from ui.sessions import Sessions, session_key
 from ui.state import RunState
@@ -293,7 +293,7 @@ REPLAY_OUTPUTS = RUN_OUTPUTS[:-1]
 def build(default_model: str | None = None) -> gr.Blocks:
     ex_prompts = [[e["prompt"]] for e in EXAMPLES["examples"]]
     # Gradio's copies of served files (traces) are deleted hourly once an hour old
-    with gr.Blocks(title="CLaSp Visualizer", delete_cache=(3600, 3600)) as demo:
+    with Page(title="CLaSp Visualizer", delete_cache=(3600, 3600)) as demo:
         run_state = gr.State(None, time_to_live=6 * 3600)
         history = gr.State([], time_to_live=6 * 3600)
         gr.Markdown("# CLaSp Visualizer\nSelf-speculative decoding that skips layers chosen, in context, by a "

@@ -112,3 +112,35 @@ def test_calm_queue_stops_gradios_millisecond_polling():
     assert demo._queue.sleep_when_free >= QUEUE_POLL_S
     assert demo._queue.progress_update_sleep_when_free >= 0.2
     calm_queue(object())                                       # no queue (another Gradio): nothing to do
+
+
+def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
+    """ui.live.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
+    makes them, the others as the empty update Gradio sends for them (nothing for a gr.State)."""
+    import asyncio
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from ui.live import UNCHANGED, Page
+
+    with Page() as page:
+        text, html, plot_md, kept = gr.Textbox(), gr.HTML(), gr.Markdown(), gr.State(None)
+        button = gr.Button()
+        button.click(lambda: None, None, [text, html, plot_md, kept])
+    fn = next(iter(page.fns.values()))
+
+    async def both(prediction):
+        ours = await page.postprocess_data(fn, dict(prediction), SessionState(page))
+        gradio = await gr.Blocks.postprocess_data(page, fn, dict(prediction), SessionState(page))
+        return ours, gradio
+
+    ours, gradio = asyncio.run(both({text: "hello", kept: 3}))
+    assert ours[0] == gradio[0] == "hello" and ours[3] is gradio[3] is None
+    assert ours[1] == ours[2] == UNCHANGED
+    assert gradio[2] == UNCHANGED and gradio[1]["__type__"] == "update"      # Gradio's HTML adds empty props
+    assert not any(k for k in gradio[1] if k not in ("__type__", "props"))
+    ours, gradio = asyncio.run(both({text: "a", html: "<b>b</b>", plot_md: "c", kept: 4}))   # every output
+    assert ours == gradio
+    ours, gradio = asyncio.run(both({html: gr.update(visible=False)}))      # an update it carries: Gradio's
+    assert ours[1] == gradio[1] and ours[1]["visible"] is False
