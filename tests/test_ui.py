@@ -208,3 +208,32 @@ def test_the_summary_and_timing_table_name_the_draft_source(views):
     once = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": "clasp-once"}),
                        *c.rounds, c.done])
     assert once.source == "DP once"
+
+
+def test_live_figures_are_valid_plotly(views):
+    """The live figures skip plotly.py's validation on the page (ui.figure); here every one of them,
+    empty and from the recorded trace, is built again as a validated plotly figure, and what the page
+    receives is that figure's JSON."""
+    import json
+
+    import gradio as gr
+
+    from ui.compare import compare_figure, remember
+    from ui.figure import Figure
+    from ui.state import RunState
+
+    c, v = views["clasp"], views["vanilla"]
+    state = RunState(trace.read_trace(TRACE))
+    figures = [layer_map_figure(c, current=2), layer_map_figure(None), dp_figure(c.choices[0], [c.choices[0].num_skip]),
+               dp_figure(None), timeline_figure(c, v), timeline_figure(None, None), persistence_figure(c),
+               persistence_figure(None), accepted_histogram(c), accepted_histogram(None),
+               compare_figure(remember(None, state), state), compare_figure(None, None)]
+    for fig in figures:
+        assert isinstance(fig, Figure)
+        checked = fig.to_plotly()                          # raises on a property plotly does not know
+        assert checked.layout.title.text == fig.layout.title.text
+        assert [t.type for t in checked.data] == [t.type for t in fig.data]
+        sent = gr.Plot().postprocess(fig)
+        assert sent.type == "plotly" and json.loads(sent.plot) == json.loads(fig.to_json())
+    assert timeline_figure(c, v).layout.xaxis.title.text == "seconds"
+    assert dp_figure(c.choices[0]).layout.yaxis.autorange == "reversed"

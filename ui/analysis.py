@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-import plotly.graph_objects as go
-
+from .figure import Figure
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunView
 
@@ -23,23 +22,23 @@ def jaccard_by_distance(view: RunView, max_distance: int = 32) -> dict[int, floa
     return {d: sum(v) / len(v) for d, v in sorted(acc.items())}
 
 
-def persistence_figure(view: RunView | None) -> go.Figure:
-    fig = go.Figure()
+def persistence_figure(view: RunView | None) -> Figure:
+    fig = Figure()
     data = jaccard_by_distance(view) if view else {}
     if data:
-        fig.add_trace(go.Scatter(x=list(data), y=list(data.values()), mode="lines+markers",
-                                 line=dict(color=SKIPPED), name="Jaccard"))
+        fig.add_trace("scatter", x=list(data), y=list(data.values()), mode="lines+markers",
+                      line=dict(color=SKIPPED), name="Jaccard")
     return styled(fig, title="Skip-set persistence", xaxis_title="rounds apart",
-                  yaxis_title="mean Jaccard", yaxis_range=[0, 1.05], height=320,
+                  yaxis_title="mean Jaccard", yaxis=dict(range=[0, 1.05]), height=320,
                   margin=dict(l=50, r=20, t=50, b=40))
 
 
-def accepted_histogram(view: RunView | None) -> go.Figure:
-    fig = go.Figure()
+def accepted_histogram(view: RunView | None) -> Figure:
+    fig = Figure()
     counts = Counter(r.accepted for r in view.rounds if r.drafted) if view else Counter()
     if counts:
         xs = list(range(0, max(counts) + 1))
-        fig.add_trace(go.Bar(x=xs, y=[counts.get(x, 0) for x in xs], marker_color=ACCEPTED, name="rounds"))
+        fig.add_trace("bar", x=xs, y=[counts.get(x, 0) for x in xs], marker=dict(color=ACCEPTED), name="rounds")
     return styled(fig, title="Accepted drafts per round", xaxis_title="accepted", yaxis_title="rounds",
                   height=320, margin=dict(l=50, r=20, t=50, b=40))
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 
 from clasp_core.metrics import acceptance_rate, speedup
 from clasp_core.strategies import DP_STRATEGIES, REGISTRY, registered
 
+from .figure import Figure
 from .palette import ACCEPTED, SKIPPED, styled
 from .state import RunState
 
@@ -167,16 +167,16 @@ def conclusion(history: list | None, state: RunState | None) -> str:
     return text
 
 
-def compare_figure(history: list | None, state: RunState | None) -> go.Figure:
+def compare_figure(history: list | None, state: RunState | None) -> Figure:
     rows = same_settings(history, state)
-    fig = go.Figure()
+    fig = Figure()
     if rows:
         names = [f"{i + 1}. {r['strategy']}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
                  for i, r in enumerate(rows)]
-        fig.add_trace(go.Bar(x=names, y=[r["τ"] for r in rows], name="τ (tokens per round)",
-                             marker_color=SKIPPED, offsetgroup="tau"))
-        fig.add_trace(go.Bar(x=names, y=[r["acceptance"] or 0 for r in rows], name="acceptance rate",
-                             marker_color=ACCEPTED, yaxis="y2", offsetgroup="acceptance"))
+        fig.add_trace("bar", x=names, y=[r["τ"] for r in rows], name="τ (tokens per round)",
+                      marker=dict(color=SKIPPED), offsetgroup="tau")
+        fig.add_trace("bar", x=names, y=[r["acceptance"] or 0 for r in rows], name="acceptance rate",
+                      marker=dict(color=ACCEPTED), yaxis="y2", offsetgroup="acceptance")
     title = "This prompt, same settings" if rows else "Layer choices on this prompt"
     return styled(fig, title=title, barmode="group", height=340,
                   yaxis=dict(title="τ"), yaxis2=dict(title="acceptance", overlaying="y", side="right",

@@ -1,11 +1,10 @@
 """The layer DP's table D(i, j) with the backtracked path of the skip set the draft really used."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
-
 from clasp_core.layer_dp import backtrack
 from clasp_core.trace import LayerChoice
 
+from .figure import Figure
 from .palette import CURRENT, DP, styled
 from .state import RunView, is_plain
 
@@ -28,9 +27,9 @@ def used_skip_sizes(view: RunView | None, choice: LayerChoice) -> list[int]:
     return sorted(sizes)
 
 
-def dp_figure(choice: LayerChoice | None, used: list[int] | None = None) -> go.Figure:
+def dp_figure(choice: LayerChoice | None, used: list[int] | None = None) -> Figure:
     """``used``: skip-set sizes the draft used under this choice (auto may use several, each a path)."""
-    fig = go.Figure()
+    fig = Figure()
     if choice is None:
         return styled(fig, title="The DP table appears once the layer DP runs", height=420)
     if not choice.D:
@@ -39,9 +38,9 @@ def dp_figure(choice: LayerChoice | None, used: list[int] | None = None) -> go.F
     z = [list(row) for row in choice.D]               # rows i = 0..L, columns j = 0..M
     vals = sorted(v for row in z for v in row if v is not None)
     zmin = vals[len(vals) // 20] if vals else 0.0     # stretch the colours over the values that occur
-    fig.add_trace(go.Heatmap(z=z, colorscale="Viridis", zmin=zmin, zmax=1.0, colorbar=dict(title="cos"),
-                             texttemplate="%{z:.2f}", textfont=dict(size=8),
-                             hovertemplate="after %{y} layers, %{x} skipped: D = %{z:.4f}<extra></extra>"))
+    fig.add_trace("heatmap", z=z, colorscale="Viridis", zmin=zmin, zmax=1.0, colorbar=dict(title=dict(text="cos")),
+                  texttemplate="%{z:.2f}", textfont=dict(size=8),
+                  hovertemplate="after %{y} layers, %{x} skipped: D = %{z:.4f}<extra></extra>")
     paths = [(choice.num_skip, choice.path)]
     flags = getattr(choice, "flags", None)
     L = len(choice.D) - 1
@@ -49,9 +48,9 @@ def dp_figure(choice: LayerChoice | None, used: list[int] | None = None) -> go.F
         if flags and m != choice.num_skip:
             paths.append((m, backtrack(flags, L, m)[1]))
     for n, (m, path) in enumerate(paths):
-        fig.add_trace(go.Scatter(x=[j for i, j in path], y=[i for i, j in path], mode="lines+markers",
-                                 line=dict(color=DP if n == 0 else CURRENT, width=3), marker=dict(size=6),
-                                 name=f"path for M = {m}", hoverinfo="skip"))
+        fig.add_trace("scatter", x=[j for i, j in path], y=[i for i, j in path], mode="lines+markers",
+                      line=dict(color=DP if n == 0 else CURRENT, width=3), marker=dict(size=6),
+                      name=f"path for M = {m}", hoverinfo="skip")
     return styled(fig, title=f"D(i, j) at pos {choice.position} — skip {choice.skip}",
                   xaxis_title="j = layers skipped so far", yaxis=dict(title="i = layers processed",
                                                                       autorange="reversed"),

@@ -1,8 +1,7 @@
 """Layer map: rounds x layers, skipped layers marked, DP refreshes and the current round visible."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
-
+from .figure import Figure
 from .palette import COPIED, CURRENT, DP, RAN, SKIPPED, styled
 from .palette import PLAIN_ROUND as PLAIN_COLOUR
 from .state import RunView, is_copied, is_plain
@@ -30,28 +29,28 @@ def refresh_rounds(view: RunView) -> list[int]:
     return [c.round for c in view.choices if c.round > 0]
 
 
-def layer_map_figure(view: RunView | None, current: int | None = None) -> go.Figure:
+def layer_map_figure(view: RunView | None, current: int | None = None) -> Figure:
     """``current``: 0-based index of the round to outline."""
-    fig = go.Figure()
+    fig = Figure()
     if view is None or not view.rounds:
         return styled(fig, title="Layer map (appears once rounds run)", height=360)
     z = skip_matrix(view)
     x = [r.index + 1 for r in view.rounds]
     label = {0: "ran", PLAIN_ROUND: "plain step (no draft)", COPIED_ROUND: "copied from the context (prompt lookup)",
              1: "skipped"}
-    fig.add_trace(go.Heatmap(z=z, x=x, y=list(range(view.num_layers)), zmin=0, zmax=1, showscale=False,
-                             colorscale=[[0, RAN], [COPIED_ROUND, COPIED], [0.5, PLAIN_COLOUR], [1, SKIPPED]],
-                             xgap=1, ygap=1,
-                             hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
-                             customdata=[[label[v] for v in row] for row in z]))
+    fig.add_trace("heatmap", z=z, x=x, y=list(range(view.num_layers)), zmin=0, zmax=1, showscale=False,
+                  colorscale=[[0, RAN], [COPIED_ROUND, COPIED], [0.5, PLAIN_COLOUR], [1, SKIPPED]],
+                  xgap=1, ygap=1,
+                  hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
+                  customdata=[[label[v] for v in row] for row in z])
     refresh = refresh_rounds(view)
     if refresh:                       # one trace for all refresh lines (add_vline per line is slow)
         xs, ys = [], []
         for r in refresh:
             xs += [r + 0.5, r + 0.5, None]
             ys += [-0.5, view.num_layers - 0.5, None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=DP, width=2, dash="dot"),
-                                 name="layer DP re-ran", hoverinfo="skip", showlegend=False))
+        fig.add_trace("scatter", x=xs, y=ys, mode="lines", line=dict(color=DP, width=2, dash="dot"),
+                      name="layer DP re-ran", hoverinfo="skip", showlegend=False)
     if current is not None and 0 <= current < len(view.rounds):
         c = view.rounds[current].index + 1
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=-0.5, y1=view.num_layers - 0.5,

@@ -1,4 +1,7 @@
 """One colour scheme for every view, and one figure style that reads on light and dark pages."""
+from __future__ import annotations
+
+from .figure import Figure
 
 ACCEPTED = "#2e9d5b"     # a draft token the full model accepted
 REJECTED = "#d64545"     # a draft token the full model rejected
@@ -28,9 +31,35 @@ FIGURE_LAYOUT = dict(template="none", paper_bgcolor="rgba(0,0,0,0)", plot_bgcolo
                      hovermode="closest")
 
 
-def styled(fig, **layout):
-    """Apply the shared figure style (and any per-figure layout) to a plotly figure."""
-    fig.update_layout(**FIGURE_LAYOUT, **layout)
-    fig.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
-    fig.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
-    return fig
+def styled(fig, title: str | None = None, xaxis_title: str | None = None, yaxis_title: str | None = None,
+           **layout):
+    """Apply the shared figure style, a title and any other layout to a figure: a ``ui.figure.Figure``
+    (the live views) or a plotly.py figure (the sweep, built once). Layout values are plotly's own
+    (nested as dicts); an axis or figure title may be given as a plain string."""
+    titles = {k: v for k, v in dict(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title).items() if v}
+    if not isinstance(fig, Figure):
+        fig.update_layout(**FIGURE_LAYOUT, **titles, **layout)
+        fig.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
+        fig.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
+        return fig
+    out = {k: v for k, v in FIGURE_LAYOUT.items() if k != "template"}   # plotly.js has no template by default
+    out.update(layout)
+    for axis, text in (("xaxis", xaxis_title), ("yaxis", yaxis_title)):
+        out[axis] = {**_AXIS, **({"title": text} if text else {}), **out.get(axis, {})}
+    if title:
+        out["title"] = title
+    for key, value in out.items():
+        if key == "title" or key.startswith(("xaxis", "yaxis")):
+            _title_as_dict(out, key, value)
+    return fig.update_layout(**out)
+
+
+_AXIS = dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
+
+
+def _title_as_dict(layout: dict, key: str, value) -> None:
+    """plotly.js reads a title as {"text": ...} (plotly.py converts a plain string; here we do)."""
+    if key == "title" and isinstance(value, str):
+        layout[key] = {"text": value}
+    elif isinstance(value, dict) and isinstance(value.get("title"), str):
+        layout[key] = {**value, "title": {"text": value["title"]}}

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import html
 
-import plotly.graph_objects as go
-
 from clasp_core.metrics import speedup, tau_drafting
 from clasp_core.ties import Divergence, classify, run_tops
 
+from .figure import Figure
 from .palette import BONUS, DP, PLAIN, VANILLA, VERIFY, styled
 from .state import RunView
 
@@ -44,8 +43,8 @@ def segments(view: RunView) -> list[tuple[str, float, float]]:
     return out
 
 
-def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> go.Figure:
-    fig = go.Figure()
+def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> Figure:
+    fig = Figure()
     lanes = [("CLaSp", clasp), ("vanilla", vanilla)]
     seen = set()
     for lane, view in lanes:
@@ -57,10 +56,10 @@ def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> go.Figure
             b.append(start)
             w.append(length)
         for kind, (b, w) in by_kind.items():
-            fig.add_trace(go.Bar(y=[lane] * len(b), x=w, base=b, orientation="h", name=kind,
-                                 marker=dict(color=SEGMENT_COLOURS[kind], line=dict(width=0.5, color="white")),
-                                 showlegend=kind not in seen, legendgroup=kind,
-                                 hovertemplate=f"{kind}: %{{x:.4f}} s at %{{base:.3f}} s<extra>{lane}</extra>"))
+            fig.add_trace("bar", y=[lane] * len(b), x=w, base=b, orientation="h", name=kind,
+                          marker=dict(color=SEGMENT_COLOURS[kind], line=dict(width=0.5, color="white")),
+                          showlegend=kind not in seen, legendgroup=kind,
+                          hovertemplate=f"{kind}: %{{x:.4f}} s at %{{base:.3f}} s<extra>{lane}</extra>")
             seen.add(kind)
     return styled(fig, barmode="overlay", title="Where the time went", xaxis_title="seconds", height=260,
                   margin=dict(l=70, r=20, t=60, b=40),
