@@ -31,11 +31,11 @@ class Pacer:
 
     The defaults are sized for a 2-core CPU, where every snapshot takes time from the engine (the
     page's threads and the engine share the cores and the GIL), so the page's time is the engine's
-    plus what the snapshots cost. Measured there (SmolLM2, a 96-token run): our rendering of a live
-    snapshot is under 1 ms, but Gradio spends about 23 ms on each one, since it rebuilds every output
-    a snapshot leaves out (about 20 components, ~1 ms each); a heavy one costs about 90 ms to render
-    (six plotly figures) plus about 15 ms in Gradio. Two live snapshots a second and a heavy one at
-    most every 5 s keep the total near 5% of the run; the final snapshot renders everything anyway."""
+    plus what the snapshots cost. Measured there (SmolLM2, a 96-token run): a live snapshot
+    costs under 1 ms to render and 1-6 ms in Gradio (``Page`` spares it the outputs it leaves out, which
+    cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.figure`` figures) and 10-25 ms
+    in Gradio. Two live snapshots a second and a heavy one at most every 5 s keep the total near 1% of
+    the run; the final snapshot renders everything anyway."""
 
     def __init__(self, share: float = 0.04, min_interval: float = 0.5, heavy_share: float = 0.015,
                  heavy_min_interval: float = 5.0):
