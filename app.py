@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from clasp_core import settings, trace
+from clasp_core import cpu_kernel, settings, trace
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed
@@ -191,6 +191,8 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_summary(snap.clasp, lm.device)
+    note = cpu_kernel.engine_note(lm.built_runner)
+    status += f" · {note}" if note else ""
     snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: SESSIONS.trace_file(snap.state.events, key),

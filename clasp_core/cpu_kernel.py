@@ -87,6 +87,18 @@ def kernel_or_say() -> Kernel | None:
     return k
 
 
+def engine_note(runner) -> str:
+    """A line for a page's status after a run: what the CPU products of ``runner`` ran on, when it was not
+    the kernel though the kernel would have served (fp32 short blocks on a CPU) and nobody turned it off
+    by hand; else "". A Space without a C compiler then says why its CPU runs slower than the README's."""
+    packed = getattr(runner, "packed", None)
+    if packed is None or packed.kernel is not None or os.environ.get("CLASP_CPU_KERNEL", "1") == "0":
+        return ""
+    if getattr(runner, "dtype", None) != torch.float32:
+        return ""
+    return f"CPU kernel off ({why_off() or 'not built'}): torch's products, slower (README, CPU)"
+
+
 def _omp_runtime() -> str:
     """The path of the OpenMP runtime torch loaded (libgomp, or Intel's/LLVM's, which speak its ABI)."""
     try:

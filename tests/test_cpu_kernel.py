@@ -136,3 +136,19 @@ def test_a_kernel_that_is_off_is_said_once_unless_asked_for(tiny, monkeypatch, c
     monkeypatch.setenv("CLASP_CPU_KERNEL", "0")                  # asked for: nothing to say
     Runner(tiny.model)
     assert "CPU kernel is off" not in capsys.readouterr().err
+
+
+def test_the_page_is_told_when_the_kernel_is_off(tiny, monkeypatch):
+    """The page's status after a run names a kernel that is off and why (a Space without a compiler), and
+    says nothing when the kernel runs, when it was turned off by hand, or where it would not serve."""
+    assert cpu_kernel.engine_note(Runner(tiny.model)) == ""                  # built here: on, nothing to say
+    assert cpu_kernel.engine_note(None) == ""                                # no run yet
+    monkeypatch.setattr(cpu_kernel, "kernel", lambda: None)
+    monkeypatch.setitem(cpu_kernel._state, "said", True)
+    monkeypatch.setitem(cpu_kernel._state, "why", "no C compiler (cc) on PATH")
+    off = Runner(tiny.model)
+    assert off.packed is not None and off.packed.kernel is None
+    assert cpu_kernel.engine_note(off) == ("CPU kernel off (no C compiler (cc) on PATH): torch's products, slower "
+                                           "(README, CPU)")
+    monkeypatch.setenv("CLASP_CPU_KERNEL", "0")
+    assert cpu_kernel.engine_note(off) == ""
