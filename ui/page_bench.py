@@ -1,15 +1,19 @@
 """Page overhead: what a visitor waits for through the app, against the engine alone.
 
-    python -m ui.page_bench [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96] [--repeat 2]
+    python -m ui.page_bench [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96] [--repeat 5]
     python -m ui.page_bench --micro            # the issue-15 matrix-vector product, thread by thread
 
 The engine alone: a fresh Python process loads the model and warms it up as the app does, then
 decodes CLaSp and then vanilla with ``generate()`` on its main thread; the clock runs around the two
 decodes. The page: ``app.py`` in its own process on a free local port, warmed up with one short run,
 driven through its API with gradio_client (what the page does); the clock runs from submit to the
-last update. Each is the minimum of ``--repeat`` runs (the machine may be shared). The goal is a
-ratio page / alone of at most 1.1. The engine's own clock inside the page (``Done.wall_s`` of the
-run's trace) is printed beside them: it shows whether the engine itself ran slower in the app.
+last update, and the wait does not spin (a browser waits on its socket). The two take ``--repeat``
+turns, each the engine alone and then the page, back to back, with the app paused while the engine
+runs alone: this machine's speed drifts by several percent from one minute to the next, so the
+turn's own ratio is the steadier figure (its median is printed), beside the ratio of each side's
+fastest run. The goal is a ratio page / alone of at most 1.1. The engine's own clock inside the page
+(``Done.wall_s`` of the run's trace) is printed beside them: it shows whether the engine itself ran
+slower in the app.
 
 ``--micro`` times one ``F.linear`` of 1x576 by 576x1536 (a SmolLM2 MLP projection) in a fresh process
 per row: on the main thread, in a second thread after the main thread ran torch, in a new thread
@@ -25,6 +29,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -54,30 +59,45 @@ def free_port() -> int:
 
 
 # ---- the engine alone, on the main thread of a fresh process ---------------------------------
-def alone_in_process(prompt: str, settings: dict, max_new: int, repeat: int, model: str | None) -> dict:
-    """Run `alone` in a fresh interpreter (this module's --alone) and read back its JSON line."""
-    job = json.dumps(dict(prompt=prompt, settings=settings, max_new=max_new, repeat=repeat, model=model))
-    out = subprocess.run([sys.executable, "-m", "ui.page_bench", "--alone", job], cwd=ROOT, check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Alone:
+    """The engine alone: a fresh interpreter (this module's --alone-serve) that loads the model and warms it
+    up as the app does, then times each decode pair it is sent on its main thread, between turns of the
+    page, so that both sides of a turn run within seconds of each other."""
+
+    def __init__(self, model: str | None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "ui.page_bench", "--alone-serve", model or "default"],
+                                     cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, prompt: str, settings: dict, max_new: int) -> dict:
+        self.proc.stdin.write(json.dumps(dict(prompt=prompt, settings=settings, max_new=max_new)) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"page_bench: the engine-alone process exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def alone(prompt: str, settings: dict, max_new: int, repeat: int, model: str | None) -> dict:
-    """Load and warm up as the app does, then time CLaSp then vanilla on this (main) thread."""
+def serve_alone(model: str) -> None:
+    """The child: load and warm up as the app does, then for each job on stdin print its seconds."""
     from clasp_core.model import load_model
     from ui.models import warm_up
 
-    lm = load_model(model or "default", device="auto")
+    lm = load_model(model, device="auto")
     warm_up(lm)                                                   # the app's warm-up
     decode_both(lm, WARM["prompt"], WARM["settings"], WARM["max_new"])   # page_bench's warm-up run
-    best = None
-    for _ in range(repeat):
+    out = sys.stdout
+    sys.stdout = sys.stderr                                       # only the results on the pipe
+    for line in sys.stdin:
+        job = json.loads(line)
         t0 = time.perf_counter()
-        done = decode_both(lm, prompt, settings, max_new)
+        done = decode_both(lm, job["prompt"], job["settings"], job["max_new"])
         seconds = time.perf_counter() - t0
-        if best is None or seconds < best["alone_s"]:
-            best = dict(alone_s=seconds, alone_tokens={d.method: d.new_tokens for d in done})
-    return best
+        out.write(json.dumps(dict(alone_s=seconds, alone_tokens={d.method: d.new_tokens for d in done})) + "\n")
+        out.flush()
 
 
 def decode_both(lm, prompt: str, settings: dict, max_new: int) -> list:
@@ -223,17 +243,18 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="fixed,defaults", help=f"comma list of {', '.join(RUNS)}")
     ap.add_argument("--prompt", default=TRANSLATION)
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the minimum is kept")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="turns (alone, then the page) per run; the minimum of each side is kept")
     ap.add_argument("--model", default=None, help="model for both sides (default: the app's default)")
     ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--device cpu'")
     ap.add_argument("--app-dir", type=Path, default=ROOT, help="the app to drive (e.g. another checkout)")
     ap.add_argument("--micro", action="store_true", help="only the F.linear microbenchmark, thread by thread")
     ap.add_argument("--out", help="also write the rows as JSON lines here")
-    ap.add_argument("--alone", help=argparse.SUPPRESS)            # the child: one engine-alone job (JSON)
+    ap.add_argument("--alone-serve", help=argparse.SUPPRESS)      # the child: the engine alone, for MODEL
     ap.add_argument("--micro-in", choices=MICRO, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.alone:
-        print(json.dumps(alone(**json.loads(a.alone))))
+    if a.alone_serve:
+        serve_alone(a.alone_serve)
         return 0
     if a.micro_in:
         us, cores = micro(a.micro_in)
@@ -249,11 +270,13 @@ def main(argv=None) -> int:
 
 
 def page_table(a) -> list[dict]:
-    """Each repeat times every run twice, alone then through the page, so that a machine whose speed drifts
-    (a shared host) weighs on both sides alike; the app is paused (SIGSTOP) while the engine runs alone."""
+    """Each turn times every run twice, alone then through the page, back to back, so that a machine whose
+    speed drifts (a shared host) weighs on both sides of a turn alike; the app is paused (SIGSTOP) while
+    the engine runs alone, and the engine-alone process waits on its pipe while the page runs."""
     from gradio_client import Client
 
     names = a.runs.split(",")
+    solo = Alone(a.model)
     port = free_port()
     extra = a.app_args.split() + (["--model", a.model] if a.model else [])
     proc = start_app(port, extra, a.app_dir.resolve())
@@ -269,26 +292,30 @@ def page_table(a) -> list[dict]:
         for _ in range(a.repeat):
             for name in names:
                 with paused(proc):
-                    alone_runs[name].append(alone_in_process(a.prompt, RUNS[name], a.max_new_tokens, 1, a.model))
+                    alone_runs[name].append(solo.run(a.prompt, RUNS[name], a.max_new_tokens))
                 page_runs[name].append(drive(client, a.prompt, RUNS[name], a.max_new_tokens))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"min of {a.repeat} runs each, alone and page taking turns; alone = generate() on the main thread of "
-          "a fresh process")
-    print(f"{'run':<10} {'alone s':>8} {'page s':>8} {'page/alone':>10} {'engine s':>9} {'updates':>8} "
-          f"{'upd/s':>6} {'first s':>8}  tokens")
+        solo.close()
+    print(f"{a.repeat} turns, each alone then the page, back to back; alone = generate() on the main thread of "
+          "another process; s = the fastest of the turns")
+    print(f"{'run':<10} {'alone s':>8} {'page s':>8} {'page/alone':>10} {'median':>7} {'engine s':>9} "
+          f"{'updates':>8} {'upd/s':>6} {'first s':>8}  tokens")
     for name in names:
         r = dict(run=name, **min(alone_runs[name], key=lambda x: x["alone_s"]),
                  **min(page_runs[name], key=lambda x: x["page_s"]))
         r["ratio"] = r["page_s"] / r["alone_s"]
         r["ratios"] = [p["page_s"] / q["alone_s"] for q, p in zip(alone_runs[name], page_runs[name])]
+        r["median_ratio"] = statistics.median(r["ratios"])
         rows.append(r)
-        print(f"{name:<10} {r['alone_s']:8.1f} {r['page_s']:8.1f} {r['ratio']:9.2f}x {r['engine_s']:9.1f} "
-              f"{r['updates']:8d} {r['updates_per_s']:6.1f} {r['first_update_s']:8.2f}  {r['tokens']}"
-              + ("" if r["tokens"] == r["alone_tokens"] else f" (alone: {r['alone_tokens']})"), flush=True)
-    print("page/alone of each turn: " + "; ".join(f"{r['run']} " + " ".join(f"{x:.2f}" for x in r["ratios"])
-                                                 for r in rows))
+        print(f"{name:<10} {r['alone_s']:8.2f} {r['page_s']:8.2f} {r['ratio']:9.2f}x {r['median_ratio']:6.2f}x "
+              f"{r['engine_s']:9.2f} {r['updates']:8d} {r['updates_per_s']:6.1f} {r['first_update_s']:8.2f}  "
+              f"{r['tokens']}" + ("" if r["tokens"] == r["alone_tokens"] else f" (alone: {r['alone_tokens']})"),
+              flush=True)
+    print("page/alone, turn by turn: " + "; ".join(f"{r['run']} " + " ".join(f"{x:.2f}" for x in r["ratios"])
+                                                  for r in rows))
+    print("median: of the turns' own ratios (each turn's two sides ran within seconds of each other)")
     return rows
 
 
