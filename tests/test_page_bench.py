@@ -1,5 +1,6 @@
 """make bench-page's own parts: the engine-alone process and its turns (the page side is app.py itself,
 driven as the app tests drive it)."""
+import pytest
 import torch
 
 from ui import page_bench
@@ -52,3 +53,20 @@ def test_the_app_is_paused_while_the_engine_runs_alone():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.browser
+def test_the_browser_side_times_a_run_to_done_and_reads_its_trace(app_url):
+    """page_bench --browser: Chromium sets the prompt and knobs, the clock stops at the status's "Done.",
+    and the run's trace (fetched from the page's link) gives the engine's seconds and the token counts."""
+    browser = page_bench.Browser(app_url)
+    try:
+        first = browser.run("Name a colour.", page_bench.RUNS["fixed"], 8)
+        again = browser.run("Name a fruit.", page_bench.RUNS["defaults"], 16)
+    finally:
+        browser.close()
+    for out, n in ((first, 8), (again, 16)):   # the page's max new tokens: 8 to 512 in steps of 8
+        assert 0 < out["engine_s"] < out["page_s"]
+        assert out["browser_cpu_s"] > 0
+        assert set(out["tokens"]) == {"clasp", "vanilla"} and all(0 < t <= n for t in out["tokens"].values())
+    assert again["tokens"] != first["tokens"] or again["engine_s"] != first["engine_s"]   # its own trace

@@ -248,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="model for both sides (default: the app's default)")
     ap.add_argument("--app-args", default="", help="extra arguments for app.py, e.g. '--device cpu'")
     ap.add_argument("--app-dir", type=Path, default=ROOT, help="the app to drive (e.g. another checkout)")
+    ap.add_argument("--browser", action="store_true",
+                    help="drive the page in headless Chromium on this machine instead of gradio_client")
     ap.add_argument("--micro", action="store_true", help="only the F.linear microbenchmark, thread by thread")
     ap.add_argument("--out", help="also write the rows as JSON lines here")
     ap.add_argument("--alone-serve", help=argparse.SUPPRESS)      # the child: the engine alone, for MODEL
@@ -269,12 +271,155 @@ def main(argv=None) -> int:
     return 0
 
 
+class Browser:
+    """The page in Debian's Chromium (headless, on this machine, as a local visitor's browser is): each run
+    sets the prompt and the knobs, then one script clicks Run and resolves when the status line reads
+    "Done." and the page has painted, on the page's own clock; it counts the token view's updates.
+    The engine's seconds and the token counts come from the run's trace, fetched afterwards."""
+
+    KNOBS = {"num_skip": "M —", "draft_len": "K —", "det": "DET —", "loi": "LOI —", "max_new": "max new tokens"}
+    TIMED = """
+        const done = arguments[arguments.length - 1];
+        const status = document.querySelector('#status'), tokens = document.querySelector('#tokens-clasp');
+        let updates = 0, first = null, t0 = 0;
+        const seen = new MutationObserver(() => { updates += 1; if (first === null) first = performance.now() - t0; });
+        seen.observe(tokens, {subtree: true, childList: true, characterData: true});
+        let started = false;            // this run's own status has shown (the last run's "Done." stays a while)
+        const end = new MutationObserver(() => {
+            const text = status.innerText.trim();
+            if (text.startsWith('Decoding') || text.startsWith('Loading')) { started = true; return; }
+            if (!started || !text.startsWith('Done.')) return;
+            end.disconnect();
+            requestAnimationFrame(() => requestAnimationFrame(() => {
+                seen.disconnect();
+                done([performance.now() - t0, updates, first]);
+            }));
+        });
+        end.observe(status, {subtree: true, childList: true, characterData: true});
+        t0 = performance.now();
+        document.querySelector('#run-btn').click();
+    """
+
+    def __init__(self, url: str):
+        import shutil
+        import tempfile
+
+        chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+        if not (chromium and driver):
+            raise SystemExit("page_bench --browser: Debian's chromium and chromium-driver are needed "
+                             "(make browser-deps installs them)")
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.profile = tempfile.mkdtemp(prefix="page-bench-chromium-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+                    "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage",
+                    "--window-size=1280,1000", f"--user-data-dir={self.profile}"):
+            opts.add_argument(arg)
+        self.d = webdriver.Chrome(service=Service(driver), options=opts)
+        self.d.set_script_timeout(900)
+        self.d.get(url)
+        self._wait(lambda: self.d.find_element("id", "run-btn").is_displayed(), "the page")
+        for fold in self.d.find_elements("css selector", "button.label-wrap, .label-wrap"):
+            if "Replay a trace" in fold.text:            # shows the run's trace link (read after each run)
+                fold.click()
+                break
+
+    def _wait(self, cond, what: str, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if cond():
+                    return
+            except Exception:  # noqa: BLE001 - the page is still rendering
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"page_bench --browser: timed out waiting for {what}")
+
+    def _set(self, prompt: str, settings: dict, max_new: int) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        d = self.d
+        box = d.find_element("css selector", "#prompt textarea")
+        if box.get_attribute("value") != prompt:
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(Keys.DELETE)
+            box.send_keys(prompt)
+            self._wait(lambda: box.get_attribute("value") == prompt, "the prompt", 10)
+        auto = d.find_element("css selector", "#controls input[type=checkbox]")
+        if auto.is_selected() != bool(settings["auto"]):
+            auto.click()
+        values = {**{k: v for k, v in settings.items() if k in self.KNOBS}, "max_new": max_new}
+        for block in d.find_elements("css selector", "#controls .block"):
+            for knob, label in self.KNOBS.items():
+                if label in block.text and knob in values:
+                    number = block.find_element("css selector", "input[type=number]")
+                    number.send_keys(Keys.CONTROL, "a")
+                    number.send_keys(str(values.pop(knob)), Keys.TAB)
+        if values:
+            raise SystemExit(f"page_bench --browser: no control for {sorted(values)}")
+        time.sleep(1.0)                                 # the knobs' own events settle before the clock starts
+
+    def run(self, prompt: str, settings: dict, max_new: int) -> dict:
+        import tempfile
+        import urllib.request
+
+        self._set(prompt, settings, max_new)
+        cpu0 = self._cpu()
+        ms, updates, first = self.d.execute_async_script(self.TIMED)
+        browser_cpu = self._cpu() - cpu0
+        self._wait(lambda: self.d.find_element("css selector", "#trace-download a[href]"), "the trace link", 30)
+        link = self.d.find_element("css selector", "#trace-download a[href]").get_attribute("href")
+        with urllib.request.urlopen(link) as r, tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
+            f.write(r.read())
+            f.flush()
+            done = [e for e in trace.read_trace(f.name) if isinstance(e, trace.Done)]
+        page_s = ms / 1000
+        return dict(page_s=page_s, engine_s=sum(x.wall_s for x in done), updates=updates, browser_cpu_s=browser_cpu,
+                    updates_per_s=updates / page_s, first_update_s=(first or ms) / 1000,
+                    tokens={x.method: x.new_tokens for x in done})
+
+    def _cpu(self) -> float:
+        """CPU seconds used so far by this browser's processes (those started with its profile folder)."""
+        total = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if self.profile.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                continue
+        return total
+
+    def close(self) -> None:
+        self.d.quit()
+
+
+class ClientSide:
+    """The page through gradio_client (no download of the run's trace file: a browser shows its link and
+    fetches it only when clicked; no certificate store: the app is plain HTTP on this machine, and
+    gradio_client opens a new httpx client per request, which loads the store each time, 44 ms here,
+    before the request leaves)."""
+
+    def __init__(self, url: str):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, download_files=False, ssl_verify=False)
+
+    def run(self, prompt: str, settings: dict, max_new: int) -> dict:
+        return drive(self.client, prompt, settings, max_new)
+
+    def close(self) -> None:
+        pass
+
+
 def page_table(a) -> list[dict]:
     """Each turn times every run twice, alone then through the page, back to back, so that a machine whose
     speed drifts (a shared host) weighs on both sides of a turn alike; the app is paused (SIGSTOP) while
     the engine runs alone, and the engine-alone process waits on its pipe while the page runs."""
-    from gradio_client import Client
-
     names = a.runs.split(",")
     solo = Alone(a.model)
     port = free_port()
@@ -283,23 +428,23 @@ def page_table(a) -> list[dict]:
     alone_runs: dict[str, list] = {name: [] for name in names}
     page_runs: dict[str, list] = {name: [] for name in names}
     rows = []
+    side = None
     try:
-        # no download of the run's trace file: a browser shows its link and fetches it only when clicked;
-        # no certificate store: the app is plain HTTP on this machine, and gradio_client opens a new httpx
-        # client per request, which loads the store each time (44 ms here, before the request leaves)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False, ssl_verify=False)
-        drive(client, WARM["prompt"], WARM["settings"], WARM["max_new"])     # loads and warms the model
+        side = (Browser if a.browser else ClientSide)(f"http://127.0.0.1:{port}/")
+        side.run(WARM["prompt"], WARM["settings"], WARM["max_new"])            # loads and warms the model
         for _ in range(a.repeat):
             for name in names:
                 with paused(proc):
                     alone_runs[name].append(solo.run(a.prompt, RUNS[name], a.max_new_tokens))
-                page_runs[name].append(drive(client, a.prompt, RUNS[name], a.max_new_tokens))
+                page_runs[name].append(side.run(a.prompt, RUNS[name], a.max_new_tokens))
     finally:
+        if side is not None:
+            side.close()
         proc.terminate()
         proc.wait(timeout=30)
         solo.close()
-    print(f"{a.repeat} turns, each alone then the page, back to back; alone = generate() on the main thread of "
-          "another process; s = the fastest of the turns")
+    print(f"{a.repeat} turns, each alone then the page ({'Chromium' if a.browser else 'gradio_client'}), back to "
+          "back; alone = generate() on the main thread of another process; s = the fastest of the turns")
     print(f"{'run':<10} {'alone s':>8} {'page s':>8} {'page/alone':>10} {'median':>7} {'engine s':>9} "
           f"{'updates':>8} {'upd/s':>6} {'first s':>8}  tokens")
     for name in names:
@@ -311,8 +456,8 @@ def page_table(a) -> list[dict]:
         rows.append(r)
         print(f"{name:<10} {r['alone_s']:8.2f} {r['page_s']:8.2f} {r['ratio']:9.2f}x {r['median_ratio']:6.2f}x "
               f"{r['engine_s']:9.2f} {r['updates']:8d} {r['updates_per_s']:6.1f} {r['first_update_s']:8.2f}  "
-              f"{r['tokens']}" + ("" if r["tokens"] == r["alone_tokens"] else f" (alone: {r['alone_tokens']})"),
-              flush=True)
+              f"{r['tokens']}" + ("" if r["tokens"] == r["alone_tokens"] else f" (alone: {r['alone_tokens']})")
+              + (f"  browser CPU {r['browser_cpu_s']:.2f} s" if "browser_cpu_s" in r else ""), flush=True)
     print("page/alone, turn by turn: " + "; ".join(f"{r['run']} " + " ".join(f"{x:.2f}" for x in r["ratios"])
                                                   for r in rows))
     print("median: of the turns' own ratios (each turn's two sides ran within seconds of each other)")
