@@ -5,12 +5,13 @@ The screenshots go to a temporary folder (CLASP_SCREENSHOTS to choose it); the R
 """
 import os
 import re
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from ui.page_bench import chromium, wait_for
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,33 +28,12 @@ def server(app_url):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail("Debian's chromium and chromium-driver are needed (make test installs them with apt-get)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        d, _ = chromium()
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield d
     d.quit()
-
-
-def wait_for(d, cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - the page is still rendering
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def click_tab(d, name):
@@ -83,19 +63,19 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
 
     d = browser
     d.get(server)
-    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    wait_for(lambda: d.find_element(By.ID, "run-btn").is_displayed(), "the page", 60)
     # pick the translation example, and watch CLaSp draft (auto off, a lower DET, fewer tokens)
     example = next(b for b in d.find_elements(By.CSS_SELECTOR, "button, td, .example")
                    if b.text.strip() == "translation")
     example.click()
-    wait_for(d, lambda: "German" in d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value"),
-             20, "the example prompt")
+    wait_for(lambda: "German" in d.find_element(By.CSS_SELECTOR, "#prompt textarea").get_attribute("value"),
+             "the example prompt", 20)
     d.find_element(By.CSS_SELECTOR, "#controls input[type=checkbox]").click()
     set_number(d, "DET", 0.3)
     set_number(d, "max new tokens", 48)
     set_number(d, "LOI", 4)
     d.find_element(By.ID, "run-btn").click()
-    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Done."), 240, "the run to finish")
+    wait_for(lambda: d.find_element(By.ID, "status").text.startswith("Done."), "the run to finish", 240)
 
     spans = d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok")
     assert len(spans) >= 20
@@ -108,20 +88,19 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     d.save_screenshot(str(SCREENSHOT))
 
     click_tab(d, "Layers")
-    wait_for(d, lambda: d.find_element(By.CSS_SELECTOR, "#layer-map .js-plotly-plot").is_displayed(), 30,
-             "the layer map")
+    wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#layer-map .js-plotly-plot").is_displayed(), "the layer map", 30)
     assert "Skipped layers per round" in d.find_element(By.ID, "layer-map").text
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-layers.png")))
     click_tab(d, "Timing")
-    wait_for(d, lambda: "Lossless" in d.find_element(By.ID, "timing").text, 30, "the timing panel")
+    wait_for(lambda: "Lossless" in d.find_element(By.ID, "timing").text, "the timing panel", 30)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-timing.png")))
     click_tab(d, "Teach")
     explanation = d.find_element(By.ID, "explanation")
-    wait_for(d, lambda: explanation.text.startswith("Round"), 30, "the step-through explanation")
+    wait_for(lambda: explanation.text.startswith("Round"), "the step-through explanation", 30)
     assert explanation.text.startswith("Round 1 of")          # the step-through opens on the first round
     before = explanation.text
     d.find_element(By.ID, "next-btn").click()
-    wait_for(d, lambda: explanation.text.startswith("Round 2 of"), 30, "the next round")
+    wait_for(lambda: explanation.text.startswith("Round 2 of"), "the next round", 30)
     assert explanation.text != before
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-teach.png")))
     # dark mode: Gradio's own switch is the "dark" class; the figures have no background of their own
@@ -146,20 +125,20 @@ def test_replay_sweep_and_layout_at_three_widths(server, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     d.set_window_size(1280, 1000)
     d.get(server)
-    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    wait_for(lambda: d.find_element(By.ID, "run-btn").is_displayed(), "the page", 60)
     next(b for b in d.find_elements(By.CSS_SELECTOR, "button, .label-wrap, span")
          if b.text.strip().startswith("Replay a trace")).click()          # open the accordion
-    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), "the upload box", 20)
     d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(
         str(ROOT / "assets" / "example-trace.jsonl"))
-    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the trace")
+    wait_for(lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), "the trace", 60)
     click_tab(d, "Teach")
     replay = d.find_element(By.ID, "replay")
-    wait_for(d, lambda: "frame 1 of" in replay.text, 30, "the replay's first frame")
+    wait_for(lambda: "frame 1 of" in replay.text, "the replay's first frame", 30)
     play = d.find_element(By.ID, "replay-play")
     d.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", play)
     frame = lambda: int(re.search(r"frame (\d+) of", replay.text).group(1))  # noqa: E731
-    wait_for(d, lambda: frame() >= 4, 90, "the replay to play")
+    wait_for(lambda: frame() >= 4, "the replay to play", 90)
     d.execute_script("arguments[0].click()", play)                 # pause
     assert d.find_elements(By.CSS_SELECTOR, "#replay .rp-lit")
     assert "fastest" in d.find_element(By.ID, "sweep").text or d.find_elements(By.CSS_SELECTOR, "#sweep .main-svg")
@@ -201,14 +180,14 @@ def replay_trace(d, server: str, trace) -> None:
     from selenium.webdriver.common.by import By
 
     d.get(server)
-    wait_for(d, lambda: d.find_element(By.ID, "run-btn").is_displayed(), 60, "the page")
+    wait_for(lambda: d.find_element(By.ID, "run-btn").is_displayed(), "the page", 60)
     for b in d.find_elements(By.CSS_SELECTOR, "button, span"):
         if b.text.strip() == "Replay a trace":
             b.click()
             break
-    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), 20, "the upload box")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#trace-upload input[type=file]"), "the upload box", 20)
     d.find_element(By.CSS_SELECTOR, "#trace-upload input[type=file]").send_keys(str(trace))
-    wait_for(d, lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), 60, "the replay")
+    wait_for(lambda: d.find_element(By.ID, "status").text.startswith("Replaying"), "the replay", 60)
 
 
 def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
@@ -221,7 +200,7 @@ def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
     for stream in ("tokens-clasp", "tokens-vanilla"):
         assert len(d.find_elements(By.CSS_SELECTOR, f"#{stream} .tok-parting")) == 1
     click_tab(d, "Timing")
-    wait_for(d, lambda: "within bfloat16 rounding" in d.find_element(By.ID, "timing").text, 30, "the tie message")
+    wait_for(lambda: "within bfloat16 rounding" in d.find_element(By.ID, "timing").text, "the tie message", 30)
     assert d.find_elements(By.CSS_SELECTOR, "#timing .lossless-tie")
     d.execute_script("document.getElementById('timing').scrollIntoView()")
     time.sleep(0.5)
@@ -240,14 +219,14 @@ def test_replayed_lookup_token_shows_its_copied_source_on_hover(server, browser)
     d = browser
     d.set_window_size(1280, 1000)
     replay_trace(d, server, LOOKUP_TRACE)
-    wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]"), 30,
-             "the copied tokens")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]"),
+             "the copied tokens", 30)
     token = d.find_elements(By.CSS_SELECTOR, "#tokens-clasp .tok-copied[data-kind=accepted]")[1]
     popup = token.find_element(By.CSS_SELECTOR, ".copy-src")
     assert not popup.is_displayed()                           # hidden until the token is hovered
     d.execute_script("arguments[0].scrollIntoView({block: 'center'})", token)
     ActionChains(d).move_to_element(token).perform()
-    wait_for(d, popup.is_displayed, 10, "the copied span on hover")
+    wait_for(popup.is_displayed, "the copied span on hover", 10)
     from clasp_core.trace import Prefill, Round, read_trace
     events = read_trace(LOOKUP_TRACE)
     prompt = next(e for e in events if isinstance(e, Prefill)).prompt_text

@@ -271,6 +271,41 @@ def main(argv=None) -> int:
     return 0
 
 
+def chromium(width: int = 1280, height: int = 1000):
+    """Debian's Chromium, headless, with a profile of its own: (webdriver, profile folder). The browser
+    tests open the page with it too."""
+    import shutil
+    import tempfile
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        raise RuntimeError("Debian's chromium and chromium-driver are needed (make browser-deps installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="clasp-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-sync", "--disable-background-networking", "--disable-component-update",
+                "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts), profile
+
+
+def wait_for(cond, what: str, timeout: float = 120) -> None:
+    """Until ``cond()`` is true (an exception counts as not yet: the page is still rendering)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
 class Browser:
     """The page in Debian's Chromium (headless, on this machine, as a local visitor's browser is): each run
     sets the prompt and the knobs, then one script clicks Run and resolves when the status line reads
@@ -301,42 +336,14 @@ class Browser:
     """
 
     def __init__(self, url: str):
-        import shutil
-        import tempfile
-
-        chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-        if not (chromium and driver):
-            raise SystemExit("page_bench --browser: Debian's chromium and chromium-driver are needed "
-                             "(make browser-deps installs them)")
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        self.profile = tempfile.mkdtemp(prefix="page-bench-chromium-")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-                    "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage",
-                    "--window-size=1280,1000", f"--user-data-dir={self.profile}"):
-            opts.add_argument(arg)
-        self.d = webdriver.Chrome(service=Service(driver), options=opts)
+        self.d, self.profile = chromium()
         self.d.set_script_timeout(900)
         self.d.get(url)
-        self._wait(lambda: self.d.find_element("id", "run-btn").is_displayed(), "the page")
+        wait_for(lambda: self.d.find_element("id", "run-btn").is_displayed(), "the page")
         for fold in self.d.find_elements("css selector", "button.label-wrap, .label-wrap"):
             if "Replay a trace" in fold.text:            # shows the run's trace link (read after each run)
                 fold.click()
                 break
-
-    def _wait(self, cond, what: str, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if cond():
-                    return
-            except Exception:  # noqa: BLE001 - the page is still rendering
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"page_bench --browser: timed out waiting for {what}")
 
     def _set(self, prompt: str, settings: dict, max_new: int) -> None:
         from selenium.webdriver.common.keys import Keys
@@ -347,7 +354,7 @@ class Browser:
             box.send_keys(Keys.CONTROL, "a")
             box.send_keys(Keys.DELETE)
             box.send_keys(prompt)
-            self._wait(lambda: box.get_attribute("value") == prompt, "the prompt", 10)
+            wait_for(lambda: box.get_attribute("value") == prompt, "the prompt", 10)
         auto = d.find_element("css selector", "#controls input[type=checkbox]")
         if auto.is_selected() != bool(settings["auto"]):
             auto.click()
@@ -370,7 +377,7 @@ class Browser:
         cpu0 = self._cpu()
         ms, updates, first = self.d.execute_async_script(self.TIMED)
         browser_cpu = self._cpu() - cpu0
-        self._wait(lambda: self.d.find_element("css selector", "#trace-download a[href]"), "the trace link", 30)
+        wait_for(lambda: self.d.find_element("css selector", "#trace-download a[href]"), "the trace link", 30)
         link = self.d.find_element("css selector", "#trace-download a[href]").get_attribute("href")
         with urllib.request.urlopen(link) as r, tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
             f.write(r.read())
