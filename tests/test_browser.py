@@ -5,6 +5,7 @@ The screenshots go to a temporary folder (CLASP_SCREENSHOTS to choose it); the R
 """
 import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +30,12 @@ def server(app_url):
 @pytest.fixture(scope="module")
 def browser():
     try:
-        d, _ = chromium()
+        d, profile = chromium()
     except RuntimeError as e:
         pytest.fail(str(e))
     yield d
     d.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def click_tab(d, name):

@@ -402,7 +402,10 @@ class Browser:
         return total
 
     def close(self) -> None:
+        import shutil
+
         self.d.quit()
+        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 class ClientSide:
