@@ -237,3 +237,5 @@ def test_live_figures_are_valid_plotly(views):
         assert sent.type == "plotly" and json.loads(sent.plot) == json.loads(fig.to_json())
     assert timeline_figure(c, v).layout.xaxis.title.text == "seconds"
     assert dp_figure(c.choices[0]).layout.yaxis.autorange == "reversed"
+    second = compare_figure(remember(None, state), state).layout.yaxis2       # every axis gets the grid style
+    assert second.linecolor == timeline_figure(c, v).layout.xaxis.linecolor and second.title.text == "acceptance"

@@ -31,35 +31,34 @@ FIGURE_LAYOUT = dict(template="none", paper_bgcolor="rgba(0,0,0,0)", plot_bgcolo
                      hovermode="closest")
 
 
+_AXIS = dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
+
+
 def styled(fig, title: str | None = None, xaxis_title: str | None = None, yaxis_title: str | None = None,
            **layout):
     """Apply the shared figure style, a title and any other layout to a figure: a ``ui.figure.Figure``
     (the live views) or a plotly.py figure (the sweep, built once). Layout values are plotly's own
-    (nested as dicts); an axis or figure title may be given as a plain string."""
+    (nested as dicts); an axis or figure title may be given as a plain string. Every axis gets the grid
+    style."""
     titles = {k: v for k, v in dict(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title).items() if v}
     if not isinstance(fig, Figure):
         fig.update_layout(**FIGURE_LAYOUT, **titles, **layout)
-        fig.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
-        fig.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
+        fig.update_xaxes(**_AXIS)
+        fig.update_yaxes(**_AXIS)
         return fig
     out = {k: v for k, v in FIGURE_LAYOUT.items() if k != "template"}   # plotly.js has no template by default
     out.update(layout)
     for axis, text in (("xaxis", xaxis_title), ("yaxis", yaxis_title)):
-        out[axis] = {**_AXIS, **({"title": text} if text else {}), **out.get(axis, {})}
-    if title:
-        out["title"] = title
-    for key, value in out.items():
-        if key == "title" or key.startswith(("xaxis", "yaxis")):
-            _title_as_dict(out, key, value)
+        out[axis] = {**({"title": text} if text else {}), **out.get(axis, {})}
+    for key in [k for k in out if k.startswith(("xaxis", "yaxis"))]:
+        out[key] = {**out[key], **_AXIS, **_title_as_dict(out[key].get("title"))}
+    out.update(_title_as_dict(title))
     return fig.update_layout(**out)
 
 
-_AXIS = dict(gridcolor=_GRID, zerolinecolor=_GRID, linecolor=_GRID)
-
-
-def _title_as_dict(layout: dict, key: str, value) -> None:
-    """plotly.js reads a title as {"text": ...} (plotly.py converts a plain string; here we do)."""
-    if key == "title" and isinstance(value, str):
-        layout[key] = {"text": value}
-    elif isinstance(value, dict) and isinstance(value.get("title"), str):
-        layout[key] = {**value, "title": {"text": value["title"]}}
+def _title_as_dict(title) -> dict:
+    """{"title": {"text": ...}} for a title given as a string (plotly.js reads a title as {"text": ...};
+    plotly.py converts a plain string, here we do), {"title": title} for one given whole, {} for none."""
+    if not title:
+        return {}
+    return {"title": {"text": title} if isinstance(title, str) else title}
