@@ -75,11 +75,16 @@ def why_off() -> str | None:
     return _state["why"]
 
 
+def asked_off() -> bool:
+    """Whether ``CLASP_CPU_KERNEL=0`` turned the kernel off by hand."""
+    return os.environ.get("CLASP_CPU_KERNEL", "1") == "0"
+
+
 def kernel_or_say() -> Kernel | None:
     """``kernel()``, saying once on stderr why it is off (unless ``CLASP_CPU_KERNEL=0`` asked for that): the
     engine then runs at torch's speed, which a host should be able to tell from the log."""
     k = kernel()
-    if k is None and not _state.get("said") and os.environ.get("CLASP_CPU_KERNEL", "1") != "0":
+    if k is None and not _state.get("said") and not asked_off():
         _state["said"] = True
         why = _state.get("why") or "not built"
         print(f"!! the engine's CPU kernel is off ({why}); short blocks use torch's products, slower on a CPU "
@@ -92,7 +97,7 @@ def engine_note(runner) -> str:
     the kernel though the kernel would have served (fp32 short blocks on a CPU) and nobody turned it off
     by hand; else "". A Space without a C compiler then says why its CPU runs slower than the README's."""
     packed = getattr(runner, "packed", None)
-    if packed is None or packed.kernel is not None or os.environ.get("CLASP_CPU_KERNEL", "1") == "0":
+    if packed is None or packed.kernel is not None or asked_off():
         return ""
     if getattr(runner, "dtype", None) != torch.float32:
         return ""
@@ -124,7 +129,7 @@ def _cpu_id() -> str:
 
 
 def _build() -> Kernel:
-    if os.environ.get("CLASP_CPU_KERNEL", "1") == "0":
+    if asked_off():
         raise RuntimeError("turned off by CLASP_CPU_KERNEL=0")
     if sys.platform != "linux":
         raise RuntimeError(f"built on Linux only (this is {sys.platform})")
