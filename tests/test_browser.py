@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ui.page_bench import chromium, wait_for
+from ui.page_bench import chromium, set_number, wait_for
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,19 +45,6 @@ def click_tab(d, name):
             b.click()
             return
     pytest.fail(f"no tab {name!r}")
-
-
-def set_number(d, container_id_text, value):
-    """Type into the number box of the slider whose label contains the text."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    for block in d.find_elements(By.CSS_SELECTOR, "#controls .block"):
-        if container_id_text in block.text:
-            box = block.find_element(By.CSS_SELECTOR, "input[type=number]")
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(str(value), Keys.TAB)
-            return
-    pytest.fail(f"no control labelled {container_id_text!r}")
 
 
 def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):

@@ -155,11 +155,16 @@ def drive(client, prompt: str, settings: dict, max_new: int) -> dict:
     path = trace_path(final)
     if path is None:
         raise SystemExit(f"page_bench: the run returned no trace ({str(final)[:300]})")
-    done = [e for e in trace.read_trace(path) if isinstance(e, trace.Done)]
-    engine_s = sum(d.wall_s for d in done)
-    tokens = {d.method: d.new_tokens for d in done}
-    return dict(page_s=page_s, engine_s=engine_s, updates=updates, updates_per_s=updates / page_s,
-                first_update_s=first, tokens=tokens)
+    return page_row(page_s, path, updates, first)
+
+
+def page_row(page_s: float, trace_file: str, updates: int, first_s: float, **extra) -> dict:
+    """One run through the page: its seconds and updates, and from its trace the engine's own seconds and
+    the tokens each method emitted."""
+    done = [e for e in trace.read_trace(trace_file) if isinstance(e, trace.Done)]
+    return dict(page_s=page_s, engine_s=sum(d.wall_s for d in done), updates=updates,
+                updates_per_s=updates / page_s, first_update_s=first_s,
+                tokens={d.method: d.new_tokens for d in done}, **extra)
 
 
 # ---- the microbenchmark -------------------------------------------------------------------------
@@ -306,6 +311,19 @@ def wait_for(cond, what: str, timeout: float = 120) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def set_number(d, label: str, value) -> None:
+    """Type ``value`` into the number box of the page's control whose label contains ``label``."""
+    from selenium.webdriver.common.keys import Keys
+
+    for block in d.find_elements("css selector", "#controls .block"):
+        if label in block.text:
+            box = block.find_element("css selector", "input[type=number]")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(str(value), Keys.TAB)
+            return
+    raise LookupError(f"no control labelled {label!r}")
+
+
 class Browser:
     """The page in Debian's Chromium (headless, on this machine, as a local visitor's browser is): each run
     sets the prompt and the knobs, then one script clicks Run and resolves when the status line reads
@@ -358,15 +376,9 @@ class Browser:
         auto = d.find_element("css selector", "#controls input[type=checkbox]")
         if auto.is_selected() != bool(settings["auto"]):
             auto.click()
-        values = {**{k: v for k, v in settings.items() if k in self.KNOBS}, "max_new": max_new}
-        for block in d.find_elements("css selector", "#controls .block"):
-            for knob, label in self.KNOBS.items():
-                if label in block.text and knob in values:
-                    number = block.find_element("css selector", "input[type=number]")
-                    number.send_keys(Keys.CONTROL, "a")
-                    number.send_keys(str(values.pop(knob)), Keys.TAB)
-        if values:
-            raise SystemExit(f"page_bench --browser: no control for {sorted(values)}")
+        values = {**settings, "max_new": max_new}
+        for knob, label in self.KNOBS.items():
+            set_number(d, label, values[knob])
         time.sleep(1.0)                                 # the knobs' own events settle before the clock starts
 
     def run(self, prompt: str, settings: dict, max_new: int) -> dict:
@@ -382,11 +394,7 @@ class Browser:
         with urllib.request.urlopen(link) as r, tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
             f.write(r.read())
             f.flush()
-            done = [e for e in trace.read_trace(f.name) if isinstance(e, trace.Done)]
-        page_s = ms / 1000
-        return dict(page_s=page_s, engine_s=sum(x.wall_s for x in done), updates=updates, browser_cpu_s=browser_cpu,
-                    updates_per_s=updates / page_s, first_update_s=(first or ms) / 1000,
-                    tokens={x.method: x.new_tokens for x in done})
+            return page_row(ms / 1000, f.name, updates, (first or ms) / 1000, browser_cpu_s=browser_cpu)
 
     def _cpu(self) -> float:
         """CPU seconds used so far by this browser's processes (those started with its profile folder)."""
