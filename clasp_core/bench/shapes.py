@@ -277,7 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="llama3-8b,deep-80", help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--context", type=int, default=512, help="tokens already in the cache")
     ap.add_argument("-K", "--draft-len", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=None,
+                    help="timed repeats, median kept (default 20; with --replay-tau, decodes: 3)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--replay-tau", default=None, metavar="T",
                     help="measure the real loop with acceptance drawn to mean T (comma list, or 'paper')")
@@ -293,7 +294,9 @@ def main(argv=None) -> int:
     shapes = split(PROG, "shape", a.shapes, SHAPES)
     torch.manual_seed(0)
     if a.replay_tau is not None:
+        a.reps = 3 if a.reps is None else a.reps
         return main_replay(a, shapes, device, dtype)
+    a.reps = 20 if a.reps is None else a.reps
     results = []
     for s in shapes:
         print(f"shape {s} …", file=sys.stderr, flush=True)
