@@ -49,9 +49,9 @@ def test_replayed_decode_rolls_back_to_the_accepted_length_every_round(monkeypat
     acc = replay.Acceptance(2.5, K=4, seed=1)
     t = replay.decode_clasp(runner, make_strategy("clasp"), acc, 7, 20, hs[:, -1], M=2, K=4, loi=1, n=40)
     assert t.tokens == 40 and runner.length == t.end_length == 20 + 40
-    assert len(seen) == t.rounds and t.accepted <= t.drafted
+    assert len(seen) == len(t.rounds) and all(a <= drafted <= steps for steps, drafted, a in t.rounds)
     assert all(n <= before for before, n in seen) and any(n < before for before, n in seen)   # drafts forgotten
-    assert t.dp_calls == t.rounds - 1 and len(t.skips) == t.rounds                            # LOI 1
+    assert len(t.dp_seconds) == len(t.rounds) - 1 and len(t.skips) == len(t.rounds)          # LOI 1
     assert all(len(s) == 2 for s in t.skips)
 
 

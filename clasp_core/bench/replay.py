@@ -84,16 +84,22 @@ class Acceptance:
 # ---- one decode ------------------------------------------------------------------------------------------
 @dataclass
 class Tally:
+    """One decode: its seconds, each round as (draft steps, drafts, accepted), each layer choice after the
+    first (seconds on the decode's clock) and every set chosen (the first, before the clock, included)."""
+
     seconds: float = 0.0
-    tokens: int = 0
-    rounds: int = 0
-    draft_steps: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    dp_s: float = 0.0
-    dp_calls: int = 0
-    end_length: int = 0                  # the cache's valid length after the decode
-    skips: list = field(default_factory=list)   # each chosen skip set
+    end_length: int = 0                                             # the cache's valid length after it
+    rounds: list[tuple[int, int, int]] = field(default_factory=list)
+    dp_seconds: list[float] = field(default_factory=list)
+    skips: list[list[int]] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens emitted: the accepted drafts and the full model's own token of each round."""
+        return sum(a + 1 for _, _, a in self.rounds)
+
+    def total(self, part: int) -> int:
+        return sum(r[part] for r in self.rounds)
 
 
 def ids(runner, xs: list[int]) -> torch.Tensor:
@@ -109,7 +115,7 @@ def decode_vanilla(runner, cur: int, pos: int, n: int) -> Tally:
         cur = int(logits[-1].argmax())
         pos += 1
     sync(runner.device)
-    return Tally(seconds=time.perf_counter() - t0, tokens=n, rounds=n, end_length=runner.length)
+    return Tally(seconds=time.perf_counter() - t0, end_length=runner.length, rounds=[(0, 0, 0)] * n)
 
 
 def draft(runner, cur: int, pos: int, skip: frozenset, steps: int) -> list[int]:
@@ -154,17 +160,12 @@ def decode_clasp(runner, strategy, acceptance: Acceptance, cur: int, pos: int, x
         cur, hs = verify(runner, cur, drafted, pos, a, states=again)
         runner.rollback(pos + a + 1)
         pos += a + 1
-        tally.tokens += a + 1
-        tally.rounds += 1
-        tally.draft_steps += steps
-        tally.drafted += len(drafted)
-        tally.accepted += a
+        tally.rounds.append((steps, len(drafted), a))
         if again:
             sync(runner.device)
             t1 = time.perf_counter()
             skip = frozenset(strategy.choose(runner, hs[:, a], pos - 1, M).skip)
-            tally.dp_s += time.perf_counter() - t1
-            tally.dp_calls += 1
+            tally.dp_seconds.append(time.perf_counter() - t1)
             tally.skips.append(sorted(skip))
             since = 0
     sync(runner.device)
@@ -220,12 +221,13 @@ def median_run(decode: Callable[[], Tally], reps: int) -> Tally:
 
 def summary(t: Tally, step_s: float | None = None) -> dict:
     """A decode's numbers for the JSON and the table (``step_s``: one vanilla step, for the DP in steps)."""
-    out = dict(new_tokens=t.tokens, seconds=t.seconds, tokens_per_s=t.tokens / t.seconds if t.seconds else 0.0,
-               rounds=t.rounds, end_length=t.end_length)
-    if t.draft_steps or t.dp_calls:
-        dp_ms = t.dp_s / t.dp_calls * 1e3 if t.dp_calls else None
-        out.update(tau_replayed=t.tokens / t.rounds, draft_steps=t.draft_steps, drafted=t.drafted,
-                   accepted=t.accepted, dp_calls=t.dp_calls, dp_s=t.dp_s, dp_share=t.dp_s / t.seconds,
-                   dp_ms=dp_ms, dp_steps=dp_ms / 1e3 / step_s if step_s and dp_ms is not None else None,
-                   skip_sets=len(t.skips))
+    n, rounds = t.tokens, len(t.rounds)
+    out = dict(new_tokens=n, seconds=t.seconds, tokens_per_s=n / t.seconds if t.seconds else 0.0, rounds=rounds,
+               end_length=t.end_length)
+    if t.skips:
+        dp_s, calls = sum(t.dp_seconds), len(t.dp_seconds)
+        dp_ms = dp_s / calls * 1e3 if calls else None
+        out.update(tau_replayed=n / rounds, draft_steps=t.total(0), drafted=t.total(1), accepted=t.total(2),
+                   dp_calls=calls, dp_s=dp_s, dp_share=dp_s / t.seconds, dp_ms=dp_ms,
+                   dp_steps=dp_ms / 1e3 / step_s if step_s and dp_ms is not None else None, skip_sets=len(t.skips))
     return out
