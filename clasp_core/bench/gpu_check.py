@@ -64,6 +64,21 @@ class Step:
     note: str = ""
 
 
+FUSED = "clasp-fused"             # the layer DP inside the verification pass, where the engine has it
+
+
+def has_strategy(name: str) -> bool:
+    """Whether this engine registers a layer-choice strategy of that name."""
+    from ..strategies import STRATEGIES
+
+    return name in STRATEGIES
+
+
+def fine(step: Step) -> bool:
+    """A step that passed, or one that does not apply to this engine."""
+    return step.status == "ok" or step.status.startswith("n/a")
+
+
 # ---- the plan ----------------------------------------------------------------------------------
 def plan(a: argparse.Namespace) -> list[Step]:
     """The steps for this device; on a CPU the same steps, sized to finish in seconds."""
@@ -85,7 +100,7 @@ def plan(a: argparse.Namespace) -> list[Step]:
         small = dict(fp16=["--limit", "2", "--max-new-tokens", "8"], loi8=["--limit", "1", "--max-new-tokens", "8"],
                      fp32=["--limit", "1", "--max-new-tokens", "8"], fused=["--limit", "1", "--max-new-tokens", "8"])
         shapes = ["--shapes", "tiny", "--dtype", "float32", "--context", "32", "--reps", "2", "-K", "4"]
-        replay = ["--shapes", "tiny", "--dtype", "float32", "--context", "32", "--new-tokens", "24", "--reps", "1"]
+        replay = ["--shapes", "tiny", "--dtype", "float32", "--context", "16", "--new-tokens", "16", "--reps", "1"]
         tests = ["-k", "buckets or failed_capture"]      # the CUDA tests skip on a CPU anyway
     has_pytest = importlib.util.find_spec("pytest") is not None and (ROOT / "tests" / "test_fastpath.py").is_file()
     test_argv = (["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fastpath.py", "tests/test_runner.py",
@@ -114,21 +129,6 @@ def plan(a: argparse.Namespace) -> list[Step]:
         Step("bench-fp16-loi8", 90, run_bench("bench-fp16-loi8", "hf,clasp", "float16", 8, small["loi8"])),
         Step("bench-fp32", 90, run_bench("bench-fp32", "hf,vanilla,clasp", "float32", 1, small["fp32"])),
     ]
-
-
-FUSED = "clasp-fused"             # the layer DP inside the verification pass, where the engine has it
-
-
-def has_strategy(name: str) -> bool:
-    """Whether this engine registers a layer-choice strategy of that name."""
-    from ..strategies import STRATEGIES
-
-    return name in STRATEGIES
-
-
-def fine(step: Step) -> bool:
-    """A step that passed, or one that does not apply to this engine."""
-    return step.status == "ok" or step.status.startswith("n/a")
 
 
 # ---- running the steps ---------------------------------------------------------------------------
@@ -378,7 +378,7 @@ def step_dp(a) -> dict:
     from . import dpcheck, shapes
 
     cuda = a.device == "cuda"
-    reps = 10 if cuda else 2
+    reps = 10 if cuda else 1
     res: dict = dict(static_entry_point=f"clasp_core.layer_dp.{dpcheck.STATIC}(runner, xs, p, M) -> DPResult")
     partial = Path(a.out, "dp.json")
     lm = load_model(a.model, device=a.device, dtype="auto")

@@ -322,17 +322,25 @@ def main_replay(a, shapes: list[str], device: torch.device, dtype: torch.dtype) 
         raise fail(PROG, "--loi needs whole numbers >= 1, --new-tokens at least 2 and --reps at least 1")
     rows: list[dict] = []
 
-    def keep(row: dict) -> None:
-        rows.append(row)
-        print(f"  {row['shape']} {row['method']} tau={row.get('tau', '-')} loi={row.get('loi', '-')}: "
-              f"{row['tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
+    def write() -> None:
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(dict(label=replay.LABEL, runs={run_key(r): r for r in rows}), f, indent=1)
 
+    def keep(row: dict) -> None:
+        rows.append(row)
+        print(f"  {row['shape']} {row['method']} tau={row.get('tau', '-')} loi={row.get('loi', '-')}: "
+              f"{row['tokens_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
+        write()
+
     for s in shapes:
         print(f"shape {s}, {replay.LABEL} …", file=sys.stderr, flush=True)
-        freed(dict(rows=study_replay(s, device, dtype, a, methods, lois, on_row=keep)), device)
+        done = study_replay(s, device, dtype, a, methods, lois, on_row=keep)
+        peak = freed({}, device).get("peak_gib")
+        if peak is not None:
+            for r in done:
+                r["peak_gib"] = peak
+            write()
     print(replay_table(rows))
     return 0
 
