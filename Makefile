@@ -59,13 +59,15 @@ bench: $(STAMP)
 	$(PY) -m ui.bench_figures --bench $(BENCH_DIR)/cpu-bench.jsonl --sweep $(BENCH_DIR)/cpu-sweep.jsonl \
 	    --out $(BENCH_DIR) --prefix cpu
 
-# The GPU tables in one command (fp16): the Spec-Bench run and the shape study.
+# The GPU tables in one command (fp16): the Spec-Bench run, the shape study and the real loop on the shapes
+# with acceptance replayed at the paper's tau (REPLAY_METHODS=all adds every replayable layer choice).
 # On a CPU it checks itself with: make bench-gpu GPU_DEVICE=cpu GPU_DTYPE=float32 SHAPES=tiny LIMIT=2
 GPU_DEVICE ?= cuda
 GPU_DTYPE ?= float16
 SHAPES ?= llama3-8b,deep-80
 LIMIT ?= 0
 MODEL ?=
+REPLAY_METHODS ?= all
 bench-gpu: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m clasp_core.bench $(PROMPTS_ARG) --max-new-tokens 128 --methods hf,vanilla,clasp,auto \
@@ -73,6 +75,8 @@ bench-gpu: $(STAMP)
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/gpu-bench.jsonl | tee $(BENCH_DIR)/gpu-bench.txt
 	$(PY) -m clasp_core.bench.shapes --shapes $(SHAPES) --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) \
 	    --out $(BENCH_DIR)/gpu-shapes.json | tee $(BENCH_DIR)/gpu-shapes.txt
+	$(PY) -m clasp_core.bench.shapes --replay-tau paper --loi 1,8 --methods $(REPLAY_METHODS) --shapes $(SHAPES) \
+	    --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) --out $(BENCH_DIR)/gpu-replay.json | tee $(BENCH_DIR)/gpu-replay.txt
 
 # One command for a bare CUDA machine (issue 22): its own python3 with torch and transformers (gguf for
 # a .gguf), no venv, no pip, no network. MODEL defaults to $CLASP_GPU_MODEL (shared/tools/gpu-prepare.sh

@@ -156,9 +156,9 @@ def test_gpu_check_on_a_cpu_passes_without_gradio_or_plotly(tmp_path, tiny_dir):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["name"] for s in summary] == ["versions", "load", "tests", "probe", "probe-nocudnn", "shapes",
-                                            "bench-fp16", "bench-fp16-loi8", "bench-fp32"]
-    assert all(s["status"] == "ok" for s in summary), summary
+    assert [s["name"] for s in summary] == ["versions", "load", "tests", "dp", "replay", "bench-fp16-fused", "probe",
+                                            "probe-nocudnn", "shapes", "bench-fp16", "bench-fp16-loi8", "bench-fp32"]
+    assert all(s["status"] == "ok" or s["status"].startswith("n/a") for s in summary), summary
     assert "| bench-fp32 | ok |" in (out / "summary.md").read_text() and "## summary" in proc.stdout
     probe = json.loads((out / "probe.json").read_text())
     assert set(probe["dtypes"]) == {"float32", "float16"}
@@ -235,3 +235,69 @@ def test_zero_gpu_module_scope_load_under_the_cuda_emulation(tmp_path, tiny_dir)
     proc = subprocess.run([sys.executable, str(script), str(tiny_dir)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "loaded on cuda:0" in proc.stdout, proc.stderr[-3000:]
+
+
+# ---- gpu-check's dp step: the eager DP against the fixed-shape one --------------------------------------------
+def test_dp_check_says_when_the_fixed_shape_dp_is_missing(monkeypatch):
+    from clasp_core import layer_dp
+    from clasp_core.bench import dpcheck
+
+    monkeypatch.delattr(layer_dp, dpcheck.STATIC, raising=False)
+    runner = Runner(tiny_llama(layers=5), static=False)
+    res = dpcheck.on_prompt(runner, torch.tensor([3, 14, 15, 9, 26, 5, 35, 8]), reps=2)
+    assert res["static"].startswith("not available") and res["L"] == 5 and res["M"] == 2 and res["position"] == 7
+    eager = res["eager"]
+    assert eager["kernels"] == "n/a" and eager["cpu_ops"] > 0 and eager["gpu_ms"] == eager["wall_ms"] > 0
+    assert eager["steps"] == pytest.approx(eager["wall_ms"] / res["full_step_ms"])
+    assert runner.length == 8                                        # the DP's scratch is not kept
+    assert "| not available (no layer_dp.choose_skip_set_static" in dpcheck.table({"tiny": res})
+
+
+def test_dp_check_compares_d_and_flags_of_a_fixed_shape_dp(monkeypatch):
+    """Here the fixed-shape stand-in is the DP with its attention over the whole cache (Runner.dp_fixed, the
+    CUDA path's shapes): D and flags must come out equal; a result with one flag turned must not."""
+    from clasp_core import layer_dp
+    from clasp_core.bench import dpcheck
+
+    def whole_cache(runner, xs, p, M):
+        runner.dp_fixed = True
+        try:
+            return choose_skip_set(runner, xs, p, M)
+        finally:
+            runner.dp_fixed = False
+
+    monkeypatch.setattr(layer_dp, dpcheck.STATIC, whole_cache, raising=False)
+    runner = Runner(tiny_llama(layers=6), static=False)
+    res = dpcheck.on_prompt(runner, torch.tensor([3, 14, 15, 9, 26, 5, 35, 8]), reps=1, M=3)
+    assert res["flags_equal"] and res["skip_equal"] and res["D_cells_equal"] and res["D_max_abs"] < 1e-5
+    assert res["static"]["wall_ms"] > 0 and "yes (D max abs" in dpcheck.table({"tiny": res})
+    _, hs = runner.forward(torch.tensor([4]), 8, hidden=True, last_only=True)
+    a = choose_skip_set(runner, hs[:, -1], 8, 3)
+    b = layer_dp.DPResult(a.skip, a.D, a.path, a.seconds, [row[:] for row in a.flags])
+    b.flags[6][3] = not b.flags[6][3]
+    assert not dpcheck.same(a, b)["flags_equal"] and dpcheck.same(a, a)["flags_equal"]
+
+
+@pytest.mark.integration
+def test_gpu_check_dp_and_replay_steps_on_a_cpu(tmp_path, tiny_dir):
+    """The steps that measure the DP and the replayed loop, with JSON and tables; clasp-fused's bench is n/a
+    where the engine has no such strategy."""
+    from clasp_core.bench.gpu_check import FUSED, has_strategy
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "clasp_core.bench.gpu_check", "--model", str(tiny_dir),
+                           "--out", str(out), "--device", "cpu", "--only", "dp,replay,bench-fp16-fused"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    status = {s["name"]: s["status"] for s in json.loads((out / "summary.json").read_text())}
+    fused = "ok" if has_strategy(FUSED) else f"n/a (no {FUSED} strategy in this engine)"
+    assert status == {"dp": "ok", "replay": "ok", "bench-fp16-fused": fused}
+    dp = json.loads((out / "dp.json").read_text())
+    assert dp["static_entry_point"].startswith("clasp_core.layer_dp.choose_skip_set_static(")
+    model, shape = [v for k, v in dp.items() if k.startswith(("model ", "shape tiny"))]
+    assert model["L"] == 3 and shape["L"] == 8 and model["eager"]["wall_ms"] > 0
+    assert "| eager |" in (out / "dp.out").read_text()
+    runs = json.loads((out / "replay.json").read_text())["runs"]
+    assert {(r["tau"], r["loi"]) for r in runs.values() if r["method"] == "clasp"} == {
+        (t, loi) for t in shapes.PAPER_TAU["tiny"][1:] for loi in (1, 8)}
+    assert "Replayed acceptance" in (out / "replay.out").read_text()

@@ -1,6 +1,6 @@
 """One command for a bare CUDA machine: every GPU number this project needs, in one folder.
 
-    python3 -m clasp_core.bench.gpu_check --model FILE --out DIR [--device cuda|cpu] [--budget-s 480]
+    python3 -m clasp_core.bench.gpu_check --model FILE --out DIR [--device cuda|cpu] [--budget-s 420]
 
 It needs nothing but python3 with torch and transformers (and ``gguf`` for a .gguf model): no
 venv, no pip, no network. The prompts are the Spec-Bench questions shipped in the repository.
@@ -12,16 +12,25 @@ hangs does not stop the rest:
   3. tests         tests/test_fastpath.py and tests/test_runner.py under pytest; where pytest is
                    missing, the same checks written out here (runner vs transformers, static
                    path and graphs vs eager, greedy CLaSp vs generate, fixed-shape DP attention)
-  4. probe         static vs eager logits in fp16 and fp32 against an fp32 math-backend reference,
+  4. dp            one layer DP, eager against fixed-shape (graphed), on the model and on the
+                   llama3-8b shape: wall ms, GPU ms, kernels, D and flags equal (bench/dpcheck.py)
+  5. replay        the real CLaSp loop on llama3-8b and deep-80 with acceptance replayed at the
+                   paper's tau, LOI 1 and 8, every replayable layer choice, against graphed vanilla
+  6. bench-fp16-fused  hf, vanilla, clasp and clasp-fused (n/a where this engine has no clasp-fused)
+  7. probe         static vs eager logits in fp16 and fp32 against an fp32 math-backend reference,
                    and the attention kernels the profiler sees (static step, three DP shapes)
-  5. probe-nocudnn the same with TORCH_CUDNN_SDPA_PREFERRED=0
-  6. shapes        the shape study (llama3-8b and deep-80, fp16)
-  7. bench-fp16    hf, vanilla, clasp (LOI 1) and auto on the shipped questions
-  8. bench-fp16-loi8  clasp at LOI 8 against hf
-  9. bench-fp32    a short fp32 run: exact losslessness against transformers generate
+  8. probe-nocudnn the same with TORCH_CUDNN_SDPA_PREFERRED=0
+  9. shapes        the shape study (llama3-8b and deep-80, fp16)
+ 10. bench-fp16    hf, vanilla, clasp (LOI 1) and auto on the shipped questions
+ 11. bench-fp16-loi8  clasp at LOI 8 against hf
+ 12. bench-fp32    a short fp32 run: exact losslessness against transformers generate
+
+The order is the priority: with the default budget (about 7 minutes of an H200) the steps that
+find too little of it left are skipped, the last ones first.
 
 Each step writes ``DIR/<step>.out`` (its tables) and ``DIR/<step>.log`` (its progress and errors);
-the probes and benches also write JSON. At the end it prints every step's tables and a summary
+the probes, dp, replay and benches also write JSON (the probes, dp and replay after each part, so a
+step cut short by its limit keeps what it measured). At the end it prints every step's tables and a summary
 (step, status, seconds), also saved as ``DIR/summary.md`` and ``DIR/summary.json``.
 With ``--device cpu`` and a tiny model it checks itself in under a minute (the test suite does).
 """
@@ -50,9 +59,24 @@ class Step:
     limit_s: int                                   # the step's own time limit (the budget may cut it)
     argv: list[str]                                # after `python3`
     env: dict[str, str] = field(default_factory=dict)
-    status: str = "not run"
+    status: str = "not run"                       # "n/a (why)": not for this engine, never started
     seconds: float = 0.0
     note: str = ""
+
+
+FUSED = "clasp-fused"             # the layer DP inside the verification pass, where the engine has it
+
+
+def has_strategy(name: str) -> bool:
+    """Whether this engine registers a layer-choice strategy of that name."""
+    from ..strategies import STRATEGIES
+
+    return name in STRATEGIES
+
+
+def fine(step: Step) -> bool:
+    """A step that passed, or one that does not apply to this engine."""
+    return step.status == "ok" or step.status.startswith("n/a")
 
 
 # ---- the plan ----------------------------------------------------------------------------------
@@ -67,13 +91,16 @@ def plan(a: argparse.Namespace) -> list[Step]:
     if gpu:
         small = dict(fp16=["--per-task", "2", "--max-new-tokens", "128"],
                      loi8=["--per-task", "1", "--max-new-tokens", "128"],
-                     fp32=["--per-task", "1", "--max-new-tokens", "64"])
+                     fp32=["--per-task", "1", "--max-new-tokens", "64"],
+                     fused=["--per-task", "1", "--max-new-tokens", "128"])
         shapes = ["--shapes", "llama3-8b,deep-80", "--dtype", "float16"]
+        replay = ["--shapes", "llama3-8b,deep-80", "--dtype", "float16", "--new-tokens", "64", "--reps", "3"]
         tests = []
     else:
         small = dict(fp16=["--limit", "2", "--max-new-tokens", "8"], loi8=["--limit", "1", "--max-new-tokens", "8"],
-                     fp32=["--limit", "1", "--max-new-tokens", "8"])
+                     fp32=["--limit", "1", "--max-new-tokens", "8"], fused=["--limit", "1", "--max-new-tokens", "8"])
         shapes = ["--shapes", "tiny", "--dtype", "float32", "--context", "32", "--reps", "2", "-K", "4"]
+        replay = ["--shapes", "tiny", "--dtype", "float32", "--context", "16", "--new-tokens", "16", "--reps", "1"]
         tests = ["-k", "buckets or failed_capture"]      # the CUDA tests skip on a CPU anyway
     has_pytest = importlib.util.find_spec("pytest") is not None and (ROOT / "tests" / "test_fastpath.py").is_file()
     test_argv = (["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fastpath.py", "tests/test_runner.py",
@@ -83,10 +110,17 @@ def plan(a: argparse.Namespace) -> list[Step]:
         return [*bench, "--methods", methods, "--dtype", dtype, "--loi", str(loi), *size,
                 "--out", str(out / f"{tag}.jsonl")]
 
+    fused = has_strategy(FUSED)
     return [
         Step("versions", 60, [*me, "--step", "versions"]),
         Step("load", 150, [*me, "--step", "load"]),
         Step("tests", 150, test_argv, note="pytest" if has_pytest else "no pytest: built-in checks"),
+        Step("dp", 90, [*me, "--step", "dp"]),
+        Step("replay", 150, ["-m", "clasp_core.bench.shapes", *dev, "--replay-tau", "paper", "--loi", "1,8",
+                             "--methods", "all", *replay, "--out", str(out / "replay.json")]),
+        Step("bench-fp16-fused", 120, run_bench("bench-fp16-fused", f"hf,vanilla,clasp,{FUSED}", "float16", 1,
+                                                small["fused"]),
+             status="not run" if fused else f"n/a (no {FUSED} strategy in this engine)"),
         Step("probe", 90, [*me, "--step", "probe", "--tag", "probe"]),
         Step("probe-nocudnn", 90, [*me, "--step", "probe", "--tag", "probe-nocudnn"],
              env={"TORCH_CUDNN_SDPA_PREFERRED": "0"}),
@@ -121,6 +155,9 @@ def run_step(step: Step, out: Path, limit_s: float) -> None:
 def run_all(steps: list[Step], out: Path, budget_s: float) -> None:
     start = time.perf_counter()
     for step in steps:
+        if step.status.startswith("n/a"):
+            print(f"[gpu-check] {step.name}: {step.status}", file=sys.stderr, flush=True)
+            continue
         left = budget_s - (time.perf_counter() - start)
         if left < MIN_STEP_S:
             step.status = "skipped (budget spent)"
@@ -139,7 +176,7 @@ def report(steps: list[Step], out: Path) -> str:
     """Every step's tables (its .out), the last lines of a failed step's log, then the summary."""
     parts = []
     for s in steps:
-        if s.status == "not run" or s.status.startswith("skipped"):
+        if s.status == "not run" or s.status.startswith(("skipped", "n/a")):
             continue
         parts.append(f"\n## {s.name}: {s.status}\n")
         text = tail(out / f"{s.name}.out", 60)
@@ -152,7 +189,8 @@ def report(steps: list[Step], out: Path) -> str:
     rows = [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.note} |" for s in steps]
     summary = "\n".join(["| step | status | seconds | note |", "|---|---|---|---|", *rows])
     n_ok = sum(s.status == "ok" for s in steps)
-    summary += f"\n\n{n_ok}/{len(steps)} steps ok; files in {out}"
+    n_na = sum(s.status.startswith("n/a") for s in steps)
+    summary += f"\n\n{n_ok}/{len(steps)} steps ok{f', {n_na} n/a' if n_na else ''}; files in {out}"
     (out / "summary.md").write_text(summary + "\n")
     (out / "summary.json").write_text(json.dumps([asdict(s) for s in steps], indent=1))
     return "\n".join(parts) + "\n\n## summary\n\n" + summary
@@ -328,6 +366,35 @@ def _kernels(eager, static, ids, n: int, M: int) -> dict:
     return found
 
 
+def step_dp(a) -> dict:
+    """One layer DP, eager against fixed-shape, on the model and on the llama3-8b shape (tiny on a CPU);
+    dp.json is rewritten after each, so a timeout keeps the first."""
+    import gc
+
+    import torch
+
+    from ..metrics import dtype_name
+    from ..model import load_model
+    from . import dpcheck, shapes
+
+    cuda = a.device == "cuda"
+    reps = 10 if cuda else 1
+    res: dict = dict(static_entry_point=f"clasp_core.layer_dp.{dpcheck.STATIC}(runner, xs, p, M) -> DPResult")
+    partial = Path(a.out, "dp.json")
+    lm = load_model(a.model, device=a.device, dtype="auto")
+    ids = torch.tensor(_prompt_ids(lm, 200 if cuda else 40), device=lm.model.device)
+    res[f"model {lm.name} {lm.dtype}"] = dpcheck.on_prompt(lm.runner, ids, reps)
+    partial.write_text(json.dumps(res, indent=1, default=str))
+    print(f"dp: {lm.name} measured", file=sys.stderr, flush=True)
+    del lm
+    gc.collect()
+    shape, dtype, context = ("llama3-8b", torch.float16, 512) if cuda else ("tiny", torch.float32, 32)
+    runner, _, hs, _ = shapes.prefilled(shape, torch.device(a.device), dtype, context, K=8)
+    res[f"shape {shape} {dtype_name(dtype)}"] = dpcheck.check(runner, hs[:, -1], context - 1, reps)
+    print(f"dp: shape {shape} measured", file=sys.stderr, flush=True)
+    return res
+
+
 def step_checks(a) -> dict:
     """The CUDA tests of tests/test_fastpath.py and tests/test_runner.py, for a machine without pytest."""
     import torch
@@ -399,7 +466,17 @@ def tiny_llama(layers: int = 6, seed: int = 0, kv_heads: int = 2, vocab: int = 9
     return model
 
 
-STEP_FUNCS = {"versions": step_versions, "load": step_load, "probe": step_probe, "checks": step_checks}
+STEP_FUNCS = {"versions": step_versions, "load": step_load, "probe": step_probe, "checks": step_checks,
+              "dp": step_dp}
+
+
+def dp_table(res: dict) -> str:
+    from .dpcheck import table
+
+    return table(res)
+
+
+STEP_TABLES = {"dp": dp_table}       # steps printed as a table as well as `key: value` lines
 
 
 def run_in_process(a) -> int:
@@ -407,6 +484,8 @@ def run_in_process(a) -> int:
     res = STEP_FUNCS[a.step](a)
     tag = a.tag or a.step
     Path(a.out, f"{tag}.json").write_text(json.dumps(res, indent=1, default=str))
+    if a.step in STEP_TABLES:
+        print(STEP_TABLES[a.step](res) + "\n")
     print("\n".join(flat(res)))
     return 0
 
@@ -429,7 +508,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="local dir, HF-cache id or .gguf (default: $CLASP_GPU_MODEL, else the embedded SmolLM2)")
     ap.add_argument("--out", required=True, help="folder for every log, JSON and table")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--budget-s", type=float, default=480, help="all steps together (default 480 s)")
+    ap.add_argument("--budget-s", type=float, default=420, help="all steps together (default 420 s)")
     ap.add_argument("--only", default=None, help="comma list of step names to run (default: all)")
     ap.add_argument("--step", default=None, choices=sorted(STEP_FUNCS), help=argparse.SUPPRESS)
     ap.add_argument("--tag", default=None, help=argparse.SUPPRESS)
@@ -458,7 +537,7 @@ def main(argv=None) -> int:
         steps = [s for s in steps if s.name in keep]
     run_all(steps, out, a.budget_s)
     print(report(steps, out))
-    return 0 if all(s.status == "ok" for s in steps) else 1
+    return 0 if all(fine(s) for s in steps) else 1
 
 
 if __name__ == "__main__":
