@@ -21,6 +21,16 @@ from ui.engine import ENGINE, EngineThread
 END = object()
 
 
+class WallClock:
+    """The pacer's time: the process's monotonic clock. Tests pass one they move by hand (``now``, ``sleep``)."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
 class Pacer:
     """Decides when the next snapshot is due, from what the last ones cost.
 
@@ -38,10 +48,11 @@ class Pacer:
     the run; the final snapshot renders everything anyway."""
 
     def __init__(self, share: float = 0.04, min_interval: float = 0.5, heavy_share: float = 0.015,
-                 heavy_min_interval: float = 5.0):
+                 heavy_min_interval: float = 5.0, clock=None):
         self.share, self.min_interval = share, min_interval
         self.heavy_share, self.heavy_min_interval = heavy_share, heavy_min_interval
-        now = time.perf_counter()
+        self.clock = clock or WallClock()
+        now = self.clock.now()
         self.next_live = now                      # the first snapshot goes out at once
         self.next_heavy = now + heavy_min_interval
         self.live_cost = 0.0                      # seconds a live snapshot takes (running mean)
@@ -50,17 +61,17 @@ class Pacer:
 
     def wait(self) -> float:
         """Seconds until the next snapshot is due (never negative)."""
-        return max(0.0, self.next_live - time.perf_counter())
+        return max(0.0, self.next_live - self.clock.now())
 
     def due(self) -> bool:
-        return time.perf_counter() >= self.next_live
+        return self.clock.now() >= self.next_live
 
     def heavy_due(self) -> bool:
-        return time.perf_counter() >= self.next_heavy
+        return self.clock.now() >= self.next_heavy
 
     def done(self, seconds: float, heavy: bool) -> None:
         """A snapshot took ``seconds``: space the next ones so the shares stay small."""
-        now = time.perf_counter()
+        now = self.clock.now()
         self.spent += seconds
         self.count += 1
         if heavy:
