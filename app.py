@@ -29,13 +29,14 @@ from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed
 from clasp_core.presets import SMOLLM2_HUB
 from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
-from ui import replay
+from ui import gradio_private, replay
 from ui.auto_view import auto_summary
 from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
+from ui.gradio_private import Page
 from ui.knobs import knob
-from ui.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
+from ui.live import Pacer, RunStop, batches, calm_queue, start_engine
 from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
 from ui.sessions import Sessions, session_key
 from ui.state import RunState
@@ -128,16 +129,11 @@ def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, se
 
 
 def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
-    """The models that the runs waiting in the page's queue ask for, read from Gradio's queue: its
-    internals as gradio 6.31 (pinned in requirements.txt) holds them; anything else reads as empty."""
+    """The models that the runs waiting in the page's queue ask for (their raw inputs, model second), read
+    through ui.gradio_private: empty on a Gradio it was not written for."""
     fn_run = {id(run), id(run_all)}
-    keys = []
-    for events in list(getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).values()):
-        for event in list(events.queue):
-            data = getattr(getattr(event, "data", None), "data", None)
-            if id(getattr(event.fn, "fn", None)) in fn_run and data and len(data) > 1:
-                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), MODELS.device))
-    return keys
+    return [(default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), MODELS.device)
+            for fn, data in gradio_private.queued_calls(demo) if id(fn) in fn_run and len(data) > 1]
 
 
 def decode_seconds(prompt, model, cfg, key, history, dtype="auto") -> int:
@@ -190,8 +186,8 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_summary(snap.clasp, lm.device)
-    note = cpu_kernel.engine_note(lm.built_runner)
-    status += f" · {note}" if note else ""
+    for note in (cpu_kernel.engine_note(lm.built_runner), gradio_private.version_note()):
+        status += f" · {note}" if note else ""
     snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: SESSIONS.trace_file(snap.state.events, key),

@@ -136,26 +136,27 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
 def test_calm_queue_stops_gradios_millisecond_polling():
     import gradio as gr
 
+    from ui.gradio_private import queue_polling
     from ui.live import QUEUE_POLL_S, calm_queue
 
     with gr.Blocks() as demo:
         gr.Markdown("x")
     demo.queue()
     calm_queue(demo)                                           # Gradio's own: 1 ms (50 ms on Windows)
-    assert demo._queue.sleep_when_free >= QUEUE_POLL_S
-    assert demo._queue.progress_update_sleep_when_free >= 0.2
+    free, progress = queue_polling(demo)
+    assert free >= QUEUE_POLL_S and progress >= 0.2
     calm_queue(object())                                       # no queue (another Gradio): nothing to do
 
 
 def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
-    """ui.live.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
+    """ui.gradio_private.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
     makes them, the others as the empty update Gradio sends for them (nothing for a gr.State)."""
     import asyncio
 
     import gradio as gr
     from gradio.state_holder import SessionState
 
-    from ui.live import UNCHANGED, Page
+    from ui.gradio_private import UNCHANGED, Page
 
     with Page() as page:
         text, html, plot_md, kept = gr.Textbox(), gr.HTML(), gr.Markdown(), gr.State(None)
