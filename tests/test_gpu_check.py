@@ -143,6 +143,7 @@ atexit.register(_record)
 
 
 @pytest.mark.integration
+@pytest.mark.heavy
 def test_gpu_check_on_a_cpu_passes_without_gradio_or_plotly(tmp_path, tiny_dir):
     """Every step in its own process, each recording which of gradio/plotly/pandas it imported."""
     site, imports, out = tmp_path / "site", tmp_path / "imports", tmp_path / "out"
@@ -245,6 +246,7 @@ print("loaded on", next(lm.model.parameters()).device)
 
 
 @pytest.mark.integration
+@pytest.mark.heavy
 def test_zero_gpu_module_scope_load_under_the_cuda_emulation(tmp_path, tiny_dir):
     """ZeroGPU emulates CUDA in the main thread only; transformers 5 loads weights in a thread pool,
     which then reaches real CUDA (absent here, as in a Space's main process). load_model keeps the
