@@ -22,11 +22,12 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from clasp_core import cpu_kernel, settings, trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed
+from clasp_core.metrics import default_num_skip, dtype_name
+from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device, resolve_dtype
 from clasp_core.presets import SMOLLM2_HUB
 from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
 from ui import gradio_private, replay
@@ -322,10 +323,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     top_p = knob("top_p")
                     seed = knob("seed", info=seed_off["info"])
                     model = model_field(default_model)
-                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=MODELS.default_dtype(),
-                                        label="dtype", elem_id="dtype",
-                                        info="half precision is faster on a GPU; where two candidates nearly tie, "
-                                             "its rounding can part CLaSp from vanilla (the Timing tab says so)")
+                    dtype = dtype_field()
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
                             example_labels=[e["task"] for e in EXAMPLES["examples"]])
                 with gr.Accordion("Replay a trace", open=False):
@@ -374,6 +372,26 @@ def build(default_model: str | None = None) -> gr.Blocks:
     calm_queue(demo)                   # no 1 ms polling of the queue beside the engine (ui.live)
     MODELS.queued = lambda: queued_models(demo)     # a load never evicts a model a waiting run asked for
     return demo
+
+
+# Measured with the bench's methods (clasp_core.bench.methods) on the embedded model, 32 new tokens, one
+# thread of a busy 2-core Xeon (Sapphire Rapids), in tokens per CPU-second, bfloat16: transformers' generate
+# 13.1, the engine's vanilla 13.4 and CLaSp 5.6 with avx512_bf16; 13.0, 4.2 and 1.8 with torch and oneDNN
+# held to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2). The engine's CPU kernel is float32 only.
+CPU_HALF = ("float32 only on a CPU: in bfloat16 CLaSp ran at 0.4x transformers' own bfloat16 generate on a Xeon "
+            "with avx512_bf16, 0.14x without it (the engine's CPU kernel is float32 only)")
+GPU_HALF = ("half precision is faster on a GPU; where two candidates nearly tie, its rounding can part CLaSp from "
+            "vanilla (the Timing tab says so)")
+
+
+def dtype_field(device: str | None = None) -> gr.Dropdown:
+    """float32, bfloat16 and float16 on a GPU; float32 alone on a CPU, where half precision is slower (CPU_HALF).
+    ``device``: its kind, "cpu" or "cuda" (default: the app's)."""
+    device = torch.device(device or resolve_device(MODELS.device).type)
+    cpu = device.type == "cpu"
+    return gr.Dropdown(["float32"] if cpu else ["float32", "bfloat16", "float16"],
+                       value=dtype_name(resolve_dtype("auto", device)), label="dtype", elem_id="dtype",
+                       info=CPU_HALF if cpu else GPU_HALF)
 
 
 def model_field(default_model: str | None) -> gr.Dropdown:
