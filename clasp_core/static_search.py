@@ -16,7 +16,7 @@ cheap enough for a CPU.
    the layers after it.
 
 The greedy sets are nested (the set for M is the first M layers the search added), so one search
-saves every smaller M too. Results are saved as JSON under ``model.cache_dir()/static``
+saves every smaller M too. Results are saved as JSON under ``paths.cache_dir()/static``
 (``CLASP_CACHE`` moves it) and reused; sets searched ahead for the embedded default model ship in
 ``static_sets/`` beside this file (read-only), so its ``static`` runs start at once.
 """
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from .model import LoadedModel, cache_dir
+from .model import LoadedModel
+from .paths import cache_dir
 from .prompt import encode_prompt
 from .runner import Runner
 

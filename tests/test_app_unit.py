@@ -32,6 +32,17 @@ def test_model_field_offers_the_device_presets_and_free_text():
     assert [value for _, value in field.choices] == [p.id for p in presets_for(resolve_device("auto").type)]
 
 
+def test_the_dtype_field_offers_half_precision_on_a_gpu_only():
+    """On a CPU the engine's half precision is slower than transformers' (app.CPU_HALF): float32 alone, and why."""
+    import app
+
+    with gr.Blocks():
+        cpu, gpu = app.dtype_field(), app.dtype_field("cuda")       # the suite runs on a CPU
+    assert [v for _, v in cpu.choices] == ["float32"] and cpu.value == "float32" and "0.4x" in cpu.info
+    assert [v for _, v in gpu.choices] == ["float32", "bfloat16", "float16"] and gpu.value == "float16"
+    assert "Timing tab" in gpu.info
+
+
 def test_gpu_window_grows_with_max_new_tokens():
     import app
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +46,29 @@ def click_tab(d, name):
     pytest.fail(f"no tab {name!r}")
 
 
+def painted(d) -> None:
+    """Until the browser has laid out and painted what the last step changed (two animation frames)."""
+    d.set_script_timeout(30)
+    d.execute_async_script("const done = arguments[arguments.length - 1];"
+                           "requestAnimationFrame(() => requestAnimationFrame(() => done(true)));")
+
+
+def overflow(d, el) -> list:
+    """How far each plot's SVG inside ``el`` reaches past the panel's right edge (more than 2 px only)."""
+    return d.execute_script(
+        "const p = arguments[0]; const box = p.getBoundingClientRect();"
+        "return [...p.querySelectorAll('.main-svg')].map(s => s.getBoundingClientRect().right - box.right)"
+        ".filter(x => x > 2);", el)
+
+
+def teach_plots(d) -> list:
+    """How far each Teach plot's SVG reaches past its own box on the right."""
+    return d.execute_script(
+        "return [...document.querySelectorAll('#tab-teach .js-plotly-plot')].map(p => {"
+        "const b = p.getBoundingClientRect(), s = p.querySelector('.main-svg').getBoundingClientRect();"
+        "return s.right - b.right; })")
+
+
 def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     from selenium.webdriver.common.by import By
 
@@ -73,7 +95,8 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     assert d.find_elements(By.CSS_SELECTOR, "#tokens-vanilla .tok")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     d.execute_script("window.scrollTo(0, 0)")
-    time.sleep(0.5)
+    wait_for(lambda: d.execute_script("return window.scrollY") == 0, "the page's top", 10)
+    painted(d)
     d.save_screenshot(str(SCREENSHOT))
 
     click_tab(d, "Layers")
@@ -95,7 +118,8 @@ def test_page_runs_an_example_and_shows_tokens_and_layer_map(server, browser):
     # dark mode: Gradio's own switch is the "dark" class; the figures have no background of their own
     d.execute_script("document.body.classList.add('dark')")
     click_tab(d, "Layers")
-    time.sleep(1)
+    wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#layer-map .main-svg").is_displayed(), "the layer map", 30)
+    painted(d)
     bg = d.execute_script("return getComputedStyle(document.querySelector('#layer-map .main-svg')).backgroundColor")
     assert bg in ("rgba(0, 0, 0, 0)", "transparent")
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-dark.png")))
@@ -133,35 +157,36 @@ def test_replay_sweep_and_layout_at_three_widths(server, browser):
     assert "fastest" in d.find_element(By.ID, "sweep").text or d.find_elements(By.CSS_SELECTOR, "#sweep .main-svg")
     for name, width in WIDTHS.items():
         d.set_window_size(width, 1100)
-        time.sleep(1.5)
+        wait_for(lambda w=width: d.execute_script("return window.innerWidth") <= max(w, 500), "the new width", 10)
+        painted(d)
         # on a phone Gradio folds the tabs that do not fit into a menu: the Teach tab is checked there
         targets = (("Teach", "replay"), ("Teach", "sweep")) + ((("Layers", "layer-map"),) if width > 600 else ())
         for tab, target in targets:
             click_tab(d, tab)
             el = d.find_element(By.ID, target)
             d.execute_script("arguments[0].scrollIntoView({block: 'start'})", el)
-            time.sleep(0.8)
+            # nothing clipped on the right: every plot's SVG fits inside its panel, once Plotly has resized
+            try:
+                wait_for(lambda el=el: el.is_displayed() and not overflow(d, el), f"{target} to fit at {width} px", 20)
+            except TimeoutError:
+                pytest.fail(f"{target} overflows its panel by {overflow(d, el)} px at {width} px")
+            painted(d)
             d.save_screenshot(str(SHOTS / f"{name}-{target}.png"))
-            # nothing clipped on the right: every plot's SVG fits inside its panel
-            over = d.execute_script(
-                "const p = arguments[0]; const box = p.getBoundingClientRect();"
-                "return [...p.querySelectorAll('.main-svg')].map(s => s.getBoundingClientRect().right - box.right)"
-                ".filter(x => x > 2);", el)
-            assert not over, f"{target} overflows its panel by {over} px at {width} px"
         click_tab(d, "Teach")
-        plots = d.execute_script(
-            "return [...document.querySelectorAll('#tab-teach .js-plotly-plot')].map(p => {"
-            "const b = p.getBoundingClientRect(), s = p.querySelector('.main-svg').getBoundingClientRect();"
-            "return s.right - b.right; })")
-        assert all(x <= 2 for x in plots), f"a Teach plot is clipped at {width} px: {plots}"
+        try:
+            wait_for(lambda: all(x <= 2 for x in teach_plots(d)), f"the Teach plots to fit at {width} px", 20)
+        except TimeoutError:
+            pytest.fail(f"a Teach plot is clipped at {width} px: {teach_plots(d)}")
     # the layer map fills its panel's width
     d.set_window_size(1280, 1000)
     click_tab(d, "Layers")
-    time.sleep(1)
-    fill = d.execute_script("const p = document.getElementById('layer-map');"
-                            "const s = p.querySelector('.main-svg');"
-                            "return s.getBoundingClientRect().width / p.getBoundingClientRect().width;")
-    assert fill > 0.9
+    fill = lambda: d.execute_script("const p = document.getElementById('layer-map');"  # noqa: E731
+                                    "const s = p.querySelector('.main-svg');"
+                                    "return s.getBoundingClientRect().width / p.getBoundingClientRect().width;")
+    try:
+        wait_for(lambda: fill() > 0.9, "the layer map to fill its panel", 20)
+    except TimeoutError:
+        pytest.fail(f"the layer map fills {fill():.2f} of its panel's width")
 
 
 def replay_trace(d, server: str, trace) -> None:
@@ -192,7 +217,7 @@ def test_replayed_bfloat16_tie_is_explained_in_the_timing_tab(server, browser):
     wait_for(lambda: "within bfloat16 rounding" in d.find_element(By.ID, "timing").text, "the tie message", 30)
     assert d.find_elements(By.CSS_SELECTOR, "#timing .lossless-tie")
     d.execute_script("document.getElementById('timing').scrollIntoView()")
-    time.sleep(0.5)
+    painted(d)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-tie.png")))
 
 
@@ -223,5 +248,5 @@ def test_replayed_lookup_token_shows_its_copied_source_on_hover(server, browser)
     shown = popup.find_element(By.CSS_SELECTOR, "mark.copy-span").text.strip()
     assert shown in copied and shown in prompt              # the highlighted span is the prompt's, as recorded
     assert "prompt lookup" in token.get_attribute("title")
-    time.sleep(0.3)
+    painted(d)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-lookup.png")))

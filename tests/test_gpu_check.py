@@ -143,6 +143,7 @@ atexit.register(_record)
 
 
 @pytest.mark.integration
+@pytest.mark.heavy
 def test_gpu_check_on_a_cpu_passes_without_gradio_or_plotly(tmp_path, tiny_dir):
     """Every step in its own process, each recording which of gradio/plotly/pandas it imported."""
     site, imports, out = tmp_path / "site", tmp_path / "imports", tmp_path / "out"
@@ -186,13 +187,36 @@ def test_a_hanging_or_failing_step_does_not_stop_the_rest(tmp_path):
 
     steps = [Step("hangs", 2, ["-c", "import time; print('started', flush=True); time.sleep(60)"]),
              Step("fails", 30, ["-c", "import sys; print('a table'); sys.exit('broken')"]),
-             Step("works", 30, ["-c", "import time; print('| a | b |'); time.sleep(4)"]),
-             Step("late", 30, ["-c", "pass"])]
-    run_all(steps, tmp_path, budget_s=14)      # MIN_STEP_S = 10: the last one finds too little of it left
-    assert [s.status for s in steps] == ["TIMEOUT (2 s)", "FAIL (exit 1)", "ok", "skipped (budget spent)"]
+             Step("works", 30, ["-c", "print('| a | b |')"])]
+    run_all(steps, tmp_path, budget_s=600)
+    assert [s.status for s in steps] == ["TIMEOUT (2 s)", "FAIL (exit 1)", "ok"]
     assert steps[0].seconds < 30 and (tmp_path / "hangs.out").read_text() == "started\n"
     text = report(steps, tmp_path)
-    assert "broken" in text and "| a | b |" in text and text.rstrip().endswith(f"1/4 steps ok; files in {tmp_path}")
+    assert "broken" in text and "| a | b |" in text and text.rstrip().endswith(f"1/3 steps ok; files in {tmp_path}")
+
+
+def test_the_steps_share_one_budget(tmp_path):
+    """Each step gets at most what is left of the budget, and one with less than MIN_STEP_S left is skipped:
+    seconds on a clock the steps move (a step of ``cost`` seconds, cut at its limit), not the machine's."""
+    from clasp_core.bench.gpu_check import MIN_STEP_S, Step, report, run_all
+
+    now, given = [0.0], {}
+    cost = {"quick": 2, "long": 100, "late": 1}
+
+    def run(step, out, limit_s):
+        given[step.name] = limit_s
+        now[0] += min(cost[step.name], limit_s)
+        step.status = "ok" if cost[step.name] <= limit_s else f"TIMEOUT ({limit_s:.0f} s)"
+
+    steps = [Step("quick", 30, []), Step("long", 30, []), Step("late", 30, [])]
+    run_all(steps, tmp_path, budget_s=40, clock=lambda: now[0], run=run)
+    assert given == {"quick": 30, "long": 30} and 40 - now[0] < MIN_STEP_S
+    assert [s.status for s in steps] == ["ok", "TIMEOUT (30 s)", "skipped (budget spent)"]
+    steps = [Step("quick", 30, []), Step("long", 30, []), Step("late", 30, [])]
+    now[0] = 0.0
+    run_all(steps, tmp_path, budget_s=20, clock=lambda: now[0], run=run)           # the budget cuts a limit
+    assert given["long"] == 18 and steps[1].status == "TIMEOUT (18 s)" and steps[2].status.startswith("skipped")
+    report(steps, tmp_path)
     assert "| late | skipped (budget spent) |" in (tmp_path / "summary.md").read_text()
 
 
@@ -222,6 +246,7 @@ print("loaded on", next(lm.model.parameters()).device)
 
 
 @pytest.mark.integration
+@pytest.mark.heavy
 def test_zero_gpu_module_scope_load_under_the_cuda_emulation(tmp_path, tiny_dir):
     """ZeroGPU emulates CUDA in the main thread only; transformers 5 loads weights in a thread pool,
     which then reaches real CUDA (absent here, as in a Space's main process). load_model keeps the

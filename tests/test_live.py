@@ -1,40 +1,43 @@
 """Streaming to the page: the engine never waits for rendering, and snapshots are paced by their cost."""
 import threading
-import time
 
 import pytest
 
 from ui.live import Pacer, batches, start_engine
 
 
-def slow_events(n, gap=0.0):
-    for i in range(n):
-        if gap:
-            time.sleep(gap)
-        yield i
+class FakeClock:
+    """Time that moves only when told: the pacer's decisions, independent of the machine's speed."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
 
 
 def test_the_engine_runs_ahead_of_a_slow_page():
-    stop = threading.Event()
-    produced = []
+    """While the page renders its first snapshot, the engine produces every other event: the page holds
+    that render until they are all made, so an engine that waited for the page would never finish."""
+    stop, rendering, all_made = threading.Event(), threading.Event(), threading.Event()
 
     def run():
-        for i in slow_events(50, gap=0.004):
-            produced.append(i)
-            yield i
+        yield 0
+        assert rendering.wait(timeout=60)
+        yield from range(1, 50)
+        all_made.set()
 
-    q = start_engine([run], stop)
-    got, finished_at = [], None
-    pacer = Pacer(min_interval=0.0)
-    for new, finished in batches(q, pacer):
-        got += new
-        if finished:
-            break
-        if finished_at is None:
-            time.sleep(0.6)                    # a slow render of the first snapshot
-            finished_at = len(produced)
-    assert got == list(range(50))
-    assert finished_at == 50                   # all events were produced while the page was busy
+    batches_seen = []
+    for new, finished in batches(start_engine([run], stop), Pacer(min_interval=0.0, clock=FakeClock())):
+        batches_seen.append((new, finished))
+        if not finished and len(batches_seen) == 1:
+            rendering.set()                    # a slow render of the first snapshot
+            assert all_made.wait(timeout=60), "the engine waited for the page"
+    assert batches_seen[0] == ([0], False) and batches_seen[-1][1]
+    assert [e for new, _ in batches_seen for e in new] == list(range(50))
 
 
 def test_a_second_run_does_not_start_after_stop():
@@ -65,27 +68,57 @@ def test_engine_errors_reach_the_page():
 
 
 def test_pacer_spaces_snapshots_by_their_cost():
-    p = Pacer(share=0.1, min_interval=0.2, heavy_share=0.02, heavy_min_interval=3.0)
+    clock = FakeClock()
+    p = Pacer(share=0.1, min_interval=0.2, heavy_share=0.02, heavy_min_interval=3.0, clock=clock)
     assert p.due() and not p.heavy_due()
     p.done(0.005, heavy=False)                 # a cheap snapshot: the minimum interval applies
-    assert 0.15 < p.wait() <= 0.2
+    assert p.wait() == pytest.approx(0.2) and not p.due()
+    clock.sleep(0.15)
+    assert p.wait() == pytest.approx(0.05) and not p.due()
+    clock.sleep(0.06)
+    assert p.due() and p.wait() == 0.0
     p.done(0.1, heavy=False)                   # costlier ones are spaced to keep ~10% of the time
-    assert p.wait() > 0.3
-    t0 = time.perf_counter()
+    assert p.wait() == pytest.approx((0.7 * 0.005 + 0.3 * 0.1) / 0.1)      # the running mean of the cost
+    assert not p.heavy_due()
+    clock.sleep(3.0)
+    assert p.heavy_due()
+    t0 = clock.now()
     p.done(0.2, heavy=True)                    # a heavy snapshot: the next heavy one 10 s later
-    assert p.next_heavy - t0 >= 9.9
+    assert p.next_heavy - t0 == pytest.approx(10.0) and not p.heavy_due()
 
 
 def test_default_pacer_leaves_the_engine_most_of_a_2_core_cpu():
-    p = Pacer()
+    clock = FakeClock()
+    p = Pacer(clock=clock)
     assert p.due() and not p.heavy_due()       # the first snapshot goes out at once, figures later
-    t0 = time.perf_counter()
+    t0 = clock.now()
     p.done(0.023, heavy=False)                 # a live snapshot at Gradio's measured cost
     assert p.next_live - t0 >= 0.5             # at most two a second
     assert 0.023 / (p.next_live - t0) <= 0.05  # and their cost stays within 5% of the time
-    t0 = time.perf_counter()
     p.done(0.105, heavy=True)                  # figures and tables: at most every 5 s, ~1.5% of the time
-    assert p.next_heavy - t0 >= 0.105 / 0.015 - 0.01
+    assert p.next_heavy - t0 == pytest.approx(0.105 / 0.015)
+
+
+def test_the_stream_yields_when_the_pacer_says_a_snapshot_is_due():
+    """The events that arrive before a snapshot is due wait for it, together; the time is the pacer's."""
+    clock, stop, go = FakeClock(), threading.Event(), [threading.Event() for _ in range(3)]
+
+    def run():
+        for i in range(3):
+            assert go[i].wait(timeout=60)
+            yield i
+
+    pacer = Pacer(min_interval=1.0, clock=clock)
+    stream = batches(start_engine([run], stop), pacer)
+    go[0].set()
+    assert next(stream) == ([0], False)        # the first snapshot goes out at once
+    pacer.done(0.001, heavy=False)             # the next is due one second later, on the pacer's clock
+    go[1].set()
+    clock.sleep(1.0)
+    assert next(stream) == ([1], False)
+    pacer.done(0.001, heavy=False)
+    go[2].set()                                # not due again (the clock stands): the rest comes at the end
+    assert next(stream) == ([2], True)
 
 
 def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
@@ -103,26 +136,27 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
 def test_calm_queue_stops_gradios_millisecond_polling():
     import gradio as gr
 
+    from ui.gradio_private import queue_polling
     from ui.live import QUEUE_POLL_S, calm_queue
 
     with gr.Blocks() as demo:
         gr.Markdown("x")
     demo.queue()
     calm_queue(demo)                                           # Gradio's own: 1 ms (50 ms on Windows)
-    assert demo._queue.sleep_when_free >= QUEUE_POLL_S
-    assert demo._queue.progress_update_sleep_when_free >= 0.2
+    free, progress = queue_polling(demo)
+    assert free >= QUEUE_POLL_S and progress >= 0.2
     calm_queue(object())                                       # no queue (another Gradio): nothing to do
 
 
 def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
-    """ui.live.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
+    """ui.gradio_private.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
     makes them, the others as the empty update Gradio sends for them (nothing for a gr.State)."""
     import asyncio
 
     import gradio as gr
     from gradio.state_holder import SessionState
 
-    from ui.live import UNCHANGED, Page
+    from ui.gradio_private import UNCHANGED, Page
 
     with Page() as page:
         text, html, plot_md, kept = gr.Textbox(), gr.HTML(), gr.Markdown(), gr.State(None)

@@ -368,17 +368,3 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
         assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
     assert app.MODELS.loads[key] == loads                                  # never reloaded
     assert app.MODELS.loads[app.MODELS.key("org/tiny-llama")] == 1       # kept in the LRU, memory allowing
-
-
-
-def test_the_models_of_waiting_runs_are_read_from_the_pages_queue():
-    """app.queued_models reads Gradio's queue as gradio 6.31 holds it: per concurrency id, the events
-    waiting, each with its function and its raw inputs (model second)."""
-    import app
-
-    def event(fn, *inputs):
-        return SimpleNamespace(fn=SimpleNamespace(fn=fn), data=SimpleNamespace(data=list(inputs)))
-    demo = SimpleNamespace(_queue=SimpleNamespace(event_queue_per_concurrency_id={"1": SimpleNamespace(queue=[
-        event(app.run, "Hi", "org/tiny-llama", 8), event(app.run, "Hi", "", 8), event(app.stop)])}))
-    assert app.queued_models(demo) == [("org/tiny-llama", app.MODELS.device), (app.DEFAULT_SPEC, app.MODELS.device)]
-    assert app.queued_models(SimpleNamespace()) == []          # no queue (yet): nothing is protected

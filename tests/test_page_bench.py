@@ -6,6 +6,7 @@ import torch
 from ui import page_bench
 
 
+@pytest.mark.heavy
 def test_the_engine_alone_serves_one_turn_per_job(tmp_path, embedded):
     """The long-lived engine-alone process loads a model once, warms it up with page_bench's own warm-up
     run (M 14: the model needs more layers) and answers each job with its seconds and token counts."""
@@ -56,6 +57,7 @@ def test_the_app_is_paused_while_the_engine_runs_alone():
 
 
 @pytest.mark.browser
+@pytest.mark.heavy
 def test_the_browser_side_times_a_run_to_done_and_reads_its_trace(app_url):
     """page_bench --browser: Chromium sets the prompt and knobs, the clock stops at the status's "Done.",
     and the run's trace (fetched from the page's link) gives the engine's seconds and the token counts."""

@@ -26,6 +26,7 @@ def listening_on_all_interfaces(port: int) -> bool:
     return any(r[1] == f"00000000:{port:04X}" and r[3] == "0A" for r in rows)
 
 
+@pytest.mark.heavy
 def test_started_as_a_space_it_listens_where_told_and_runs(tmp_path, tiny_dir):
     pytest.importorskip("spaces")                     # Hugging Face's package, as on a Space
     hub_cache(tmp_path, SMOLLM2_HUB, sorted(embedded_dir().iterdir()))

@@ -95,20 +95,27 @@ def test_the_embedded_models_sets_ship_with_the_package(embedded):
 
 
 def engine_imports() -> dict[str, set[str]]:
-    """Each clasp_core module and the clasp_core modules it imports, those inside functions included."""
+    """Each clasp_core module and the clasp_core modules it imports, those inside functions included.
+    ``from . import x`` and ``from clasp_core import x`` import the module ``x`` where there is one."""
+    files = {".".join(p for p in path.relative_to(ROOT).with_suffix("").parts if p != "__init__"): path
+             for path in (ROOT / "clasp_core").rglob("*.py")}
     graph = {}
-    for path in (ROOT / "clasp_core").rglob("*.py"):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        package = parts if parts[-1] == "__init__" else parts[:-1]
-        package = [p for p in package if p != "__init__"]
+    for name, path in files.items():
+        package = name.split(".") if path.stem == "__init__" else name.split(".")[:-1]
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package[:len(package) - node.level + 1]
-                deps.add(".".join(base + ([node.module] if node.module else [])))
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clasp_core"):
-                deps.add(node.module)
-        graph[".".join(p for p in parts if p != "__init__")] = deps
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+                elif (node.module or "").startswith("clasp_core"):
+                    base = node.module
+                else:
+                    continue
+                subs = {f"{base}.{a.name}" for a in node.names} & files.keys()
+                deps |= subs or {base}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("clasp_core")}
+        graph[name] = deps - {name}
     return graph
 
 
@@ -117,6 +124,7 @@ def test_the_engine_has_no_import_cycle():
     imports the strategies, which import the static search): no module may import itself round about."""
     graph = engine_imports()
     assert "clasp_core.prompt" in graph["clasp_core.static_search"]
+    assert "clasp_core.cpu_kernel" in graph["clasp_core.runner"]           # `from . import cpu_kernel`
     state = {}
 
     def visit(mod: str, path: list[str]) -> None:

@@ -8,17 +8,25 @@ of the elapsed time, with heavy views (figures, tables) refreshed far more rarel
 """
 from __future__ import annotations
 
-import copy
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-import gradio as gr
-
+from ui import gradio_private
 from ui.engine import ENGINE, EngineThread
 
 END = object()
+
+
+class WallClock:
+    """The pacer's time: the process's monotonic clock. Tests pass one they move by hand (``now``, ``sleep``)."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class Pacer:
@@ -32,16 +40,17 @@ class Pacer:
     The defaults are sized for a 2-core CPU, where every snapshot takes time from the engine (the
     page's threads and the engine share the cores and the GIL), so the page's time is the engine's
     plus what the snapshots cost. Measured there (SmolLM2, a 96-token run): a live snapshot
-    costs under 1 ms to render and 1-6 ms in Gradio (``Page`` spares it the outputs it leaves out, which
+    costs under 1 ms to render and 1-6 ms in Gradio (``gradio_private.Page`` spares it the outputs it leaves out, which
     cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.figure`` figures) and 10-25 ms
     in Gradio. Two live snapshots a second and a heavy one at most every 5 s keep the total near 1% of
     the run; the final snapshot renders everything anyway."""
 
     def __init__(self, share: float = 0.04, min_interval: float = 0.5, heavy_share: float = 0.015,
-                 heavy_min_interval: float = 5.0):
+                 heavy_min_interval: float = 5.0, clock=None):
         self.share, self.min_interval = share, min_interval
         self.heavy_share, self.heavy_min_interval = heavy_share, heavy_min_interval
-        now = time.perf_counter()
+        self.clock = clock or WallClock()
+        now = self.clock.now()
         self.next_live = now                      # the first snapshot goes out at once
         self.next_heavy = now + heavy_min_interval
         self.live_cost = 0.0                      # seconds a live snapshot takes (running mean)
@@ -50,17 +59,17 @@ class Pacer:
 
     def wait(self) -> float:
         """Seconds until the next snapshot is due (never negative)."""
-        return max(0.0, self.next_live - time.perf_counter())
+        return max(0.0, self.next_live - self.clock.now())
 
     def due(self) -> bool:
-        return time.perf_counter() >= self.next_live
+        return self.clock.now() >= self.next_live
 
     def heavy_due(self) -> bool:
-        return time.perf_counter() >= self.next_heavy
+        return self.clock.now() >= self.next_heavy
 
     def done(self, seconds: float, heavy: bool) -> None:
         """A snapshot took ``seconds``: space the next ones so the shares stay small."""
-        now = time.perf_counter()
+        now = self.clock.now()
         self.spent += seconds
         self.count += 1
         if heavy:
@@ -146,38 +155,5 @@ def calm_queue(demo) -> None:
     10 ms), each time taking the GIL from the engine: measured on the 2-core EPYC, the app's event
     loop thread used 0.83 s of CPU in 20 s with nothing to do. A run starts at most 20 ms later
     instead; this app sends no progress bars (its status line streams), so those are polled at 0.2 s.
-    Both are Gradio's private attributes: where a version lacks them, nothing changes."""
-    q = getattr(demo, "_queue", None)
-    if q is None:
-        return
-    if hasattr(q, "sleep_when_free"):
-        q.sleep_when_free = max(q.sleep_when_free, QUEUE_POLL_S)
-    if hasattr(q, "progress_update_sleep_when_free"):
-        q.progress_update_sleep_when_free = max(q.progress_update_sleep_when_free, 0.2)
-
-
-UNCHANGED = {"__type__": "update"}     # what the page receives for an output a snapshot leaves alone
-
-
-class Page(gr.Blocks):
-    """``gr.Blocks`` whose streamed snapshots cost Gradio only the outputs they carry.
-
-    A generator that yields {component: value} for some outputs leaves the others to Gradio, which fills
-    each with an empty ``gr.update()`` and then, for each one, rebuilds the component from its constructor
-    arguments and refreshes the session's copy of the page config: about 15 ms for a live snapshot of this
-    page (5 of 25 outputs), against 1 ms for the five it carries. Here the outputs a snapshot carries go
-    through Gradio as usual and the others come out as the empty update the page ignores, which is
-    what Gradio sends for them after its rebuild (a ``gr.State`` output: nothing); every other return
-    goes through Gradio unchanged."""
-
-    async def postprocess_data(self, block_fn, predictions, state):
-        if isinstance(predictions, dict) and 0 < len(predictions) < len(block_fn.outputs):
-            carried = {getattr(k, "_id", None) for k in predictions}
-            kept = [o for o in block_fn.outputs if o._id in carried]
-            if len(kept) == len(predictions):          # every key is one of this event's outputs
-                narrow = copy.copy(block_fn)
-                narrow.outputs = kept
-                values = iter(await super().postprocess_data(narrow, predictions, state))
-                return [next(values) if o._id in carried else None if o.stateful else dict(UNCHANGED)
-                        for o in block_fn.outputs]
-        return await super().postprocess_data(block_fn, predictions, state)
+    Both are Gradio's private attributes (ui.gradio_private): on another Gradio, nothing changes."""
+    gradio_private.set_queue_polling(demo, QUEUE_POLL_S, 0.2)

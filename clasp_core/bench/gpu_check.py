@@ -152,18 +152,19 @@ def run_step(step: Step, out: Path, limit_s: float) -> None:
     step.seconds = time.perf_counter() - t0
 
 
-def run_all(steps: list[Step], out: Path, budget_s: float) -> None:
-    start = time.perf_counter()
+def run_all(steps: list[Step], out: Path, budget_s: float, clock=time.perf_counter, run=run_step) -> None:
+    """Each step in turn, each within its own limit and what is left of ``budget_s`` (on ``clock``, by ``run``)."""
+    start = clock()
     for step in steps:
         if step.status.startswith("n/a"):
             print(f"[gpu-check] {step.name}: {step.status}", file=sys.stderr, flush=True)
             continue
-        left = budget_s - (time.perf_counter() - start)
+        left = budget_s - (clock() - start)
         if left < MIN_STEP_S:
             step.status = "skipped (budget spent)"
             continue
         print(f"[gpu-check] {step.name} (limit {min(step.limit_s, left):.0f} s) …", file=sys.stderr, flush=True)
-        run_step(step, out, min(step.limit_s, left))
+        run(step, out, min(step.limit_s, left))
         print(f"[gpu-check] {step.name}: {step.status} in {step.seconds:.1f} s", file=sys.stderr, flush=True)
 
 

@@ -53,16 +53,19 @@ def run_hf(lm: LoadedModel, ids: list[int], cfg: GenConfig, extra: dict | None =
         if cfg.temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     if cfg.temperature > 0:
         torch.manual_seed(cfg.seed)
+    tok = lm.tokenizer                 # None for a bare model (the tests' tiny ones): ids in, ids out
+    pad = (tok.pad_token_id if tok is not None else None) or (lm.eos_ids or [lm.config.pad_token_id or 0])[0]
     sync(lm.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = lm.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cfg.max_new_tokens,
-                                pad_token_id=lm.tokenizer.pad_token_id or lm.eos_ids[0], **kw, **(extra or {}))
+                                pad_token_id=pad, **kw, **(extra or {}))
     sync(lm.device)
     wall = time.perf_counter() - t0
     out = out[0, len(ids):].tolist()
     return dict(new_tokens=len(out), wall_s=wall, tokens_per_s=len(out) / wall, token_ids=out,
-                text=lm.tokenizer.decode(out, skip_special_tokens=True), accept_lengths=[1] * len(out),
+                text=tok.decode(out, skip_special_tokens=True) if tok is not None else "",
+                accept_lengths=[1] * len(out),
                 graphs=0, graph_capture_s=0.0)       # transformers runs eagerly: none of our graphs
 
 
