@@ -30,17 +30,17 @@ from clasp_core.metrics import default_num_skip
 from clasp_core.model import DEFAULT_PIP, embedded_installed
 from clasp_core.presets import SMOLLM2_HUB
 from clasp_core.strategies import DP_STRATEGIES, STRATEGIES
-from ui import replay
-from ui.auto_view import auto_summary
-from ui.compare import remember, strategy_choices
-from ui.dp_view import choice_label
-from ui.engine import ENGINE
-from ui.knobs import knob
-from ui.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
-from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
-from ui.sessions import Sessions, session_key
-from ui.state import RunState
-from ui.views import VIEWS, Snapshot, build_tabs, render
+from ui.serving.engine import ENGINE
+from ui.serving.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
+from ui.serving.models import AppModels, Loading, Policy, default_spec, offered_presets
+from ui.serving.sessions import Sessions, session_key
+from ui.views import replay
+from ui.views.auto_view import auto_summary
+from ui.views.compare import remember, strategy_choices
+from ui.views.dp_view import choice_label
+from ui.views.knobs import knob
+from ui.views.registry import VIEWS, Snapshot, build_tabs, render
+from ui.views.state import RunState
 
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))

@@ -5,8 +5,8 @@ import pytest
 
 from clasp_core.settings import SETTINGS, parse
 from clasp_core.trace import Step
-from ui.models import model_key
-from ui.sessions import Sessions, session_key
+from ui.serving.models import model_key
+from ui.serving.sessions import Sessions, session_key
 
 
 def test_address_from_gradio_variables_unless_flags_say(monkeypatch):

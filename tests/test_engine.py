@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from ui.engine import ENGINE, EngineThread
+from ui.serving.engine import ENGINE, EngineThread
 
 
 def test_jobs_run_in_order_in_one_thread_and_errors_come_back():
@@ -35,7 +35,7 @@ def test_jobs_run_in_order_in_one_thread_and_errors_come_back():
 def test_the_engine_thread_gets_the_gil_back_quickly_and_keeps_a_smaller_interval():
     import sys
 
-    from ui.engine import SWITCH_INTERVAL
+    from ui.serving.engine import SWITCH_INTERVAL
 
     old = sys.getswitchinterval()
     try:
@@ -109,7 +109,7 @@ def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, t
             threads["events"].add(threading.get_ident())
             yield event
 
-    from ui.models import AppModels, Policy
+    from ui.serving.models import AppModels, Policy
 
     cache = AppModels("tiny-spec", app.MODELS.device, policy=Policy.from_env("*"), loader=load_model)
     monkeypatch.setattr(app, "MODELS", cache)

@@ -2,14 +2,14 @@
 import pytest
 
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
-from ui.dp_view import dp_figure, used_skip_sizes
-from ui.layer_map import layer_map_figure, refresh_rounds
-from ui.palette import FIGURE_LAYOUT
-from ui.rounds import round_kind, rounds_dataframe
-from ui.state import RunState
-from ui.teaching import explain_round
-from ui.timing import segments, timeline_figure
-from ui.tokens import token_html
+from ui.views.dp_view import dp_figure, used_skip_sizes
+from ui.views.layer_map import layer_map_figure, refresh_rounds
+from ui.views.palette import FIGURE_LAYOUT
+from ui.views.rounds import round_kind, rounds_dataframe
+from ui.views.state import RunState
+from ui.views.teaching import explain_round
+from ui.views.timing import segments, timeline_figure
+from ui.views.tokens import token_html
 
 L = 4
 
@@ -113,7 +113,7 @@ def test_the_same_token_has_the_same_number_in_both_streams():
 def test_teach_opens_on_the_first_round():
     import gradio  # noqa: F401  (the registry builds gradio updates)
 
-    from ui.views import VIEWS, Snapshot
+    from ui.views.registry import VIEWS, Snapshot
 
     state = RunState([prefill(), rnd(0, 1), rnd(1, 3), rnd(2, 5)])
     step = next(v for v in VIEWS if v.name == "step").render(Snapshot(state))

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from ui.live import Pacer, batches, start_engine
+from ui.serving.live import Pacer, batches, start_engine
 
 
 def slow_events(n, gap=0.0):
@@ -89,7 +89,7 @@ def test_default_pacer_leaves_the_engine_most_of_a_2_core_cpu():
 
 
 def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
-    from ui.live import RunStop
+    from ui.serving.live import RunStop
 
     flag = threading.Event()                   # the visitor's flag, shared by their runs
     old = RunStop(flag)
@@ -103,7 +103,7 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
 def test_calm_queue_stops_gradios_millisecond_polling():
     import gradio as gr
 
-    from ui.live import QUEUE_POLL_S, calm_queue
+    from ui.serving.live import QUEUE_POLL_S, calm_queue
 
     with gr.Blocks() as demo:
         gr.Markdown("x")
@@ -122,7 +122,7 @@ def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
     import gradio as gr
     from gradio.state_holder import SessionState
 
-    from ui.live import UNCHANGED, Page
+    from ui.serving.live import UNCHANGED, Page
 
     with Page() as page:
         text, html, plot_md, kept = gr.Textbox(), gr.HTML(), gr.Markdown(), gr.State(None)

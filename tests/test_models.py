@@ -16,7 +16,7 @@ from clasp_core import fit
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from tests.conftest import tiny_llama
-from ui.models import ModelCache, Policy, offered_presets
+from ui.serving.models import ModelCache, Policy, offered_presets
 
 PRESETS = ("default", "HuggingFaceTB/SmolLM2-135M-Instruct")
 LLAMA_70B = dict(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,

@@ -85,7 +85,7 @@ def test_gpu_function_takes_and_yields_plain_data(page):
 
     import app
     from clasp_core.decoding import GenConfig
-    from ui.sessions import session_key
+    from ui.serving.sessions import session_key
 
     cfg = GenConfig(num_skip=8, draft_len=4, det=0.3, max_new_tokens=8)
     args = ("Say hi.", "", cfg, session_key(None), [])

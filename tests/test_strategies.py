@@ -126,7 +126,7 @@ class SkipFirst(FixedLayers):
 
 def test_one_registered_class_is_a_draft_source_everywhere(tiny):
     import app
-    from ui.compare import _label, strategy_choices, strategy_help
+    from ui.views.compare import _label, strategy_choices, strategy_help
 
     assert "skip-first" not in STRATEGIES
     register(SkipFirst)

@@ -18,8 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from clasp_core.bench.stats import pooled
-
-from .palette import SERIES
+from ui.views.palette import SERIES
 
 SWEPT = ("M", "K", "DET", "LOI")
 

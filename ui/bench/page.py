@@ -38,7 +38,7 @@ from pathlib import Path
 
 from clasp_core import trace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Spec-Bench question 161 (translation), shipped in clasp_core/bench/data/spec_bench_dev.jsonl
 TRANSLATION = ("Translate German to English: Pfandhäuser boomen in Singapur , da die Krise in der "
                "Mittelschicht angekommen ist")
@@ -65,7 +65,7 @@ class Alone:
     page, so that both sides of a turn run within seconds of each other."""
 
     def __init__(self, model: str | None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "ui.page_bench", "--alone-serve", model or "default"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ui.bench.page", "--alone-serve", model or "default"],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def run(self, prompt: str, settings: dict, max_new: int) -> dict:
@@ -84,7 +84,7 @@ class Alone:
 def serve_alone(model: str) -> None:
     """The child: load and warm up as the app does, then for each job on stdin print its seconds."""
     from clasp_core.model import load_model
-    from ui.models import warm_up
+    from ui.serving.models import warm_up
 
     lm = load_model(model, device="auto")
     warm_up(lm)                                                   # the app's warm-up
@@ -219,7 +219,7 @@ def micro(where: str) -> tuple[float, float]:
     if where.startswith("app-engine"):                            # the app now: its engine thread
         sys.path.insert(0, str(ROOT))
         import app
-        from ui.engine import ENGINE
+        from ui.serving.engine import ENGINE
 
         app.MODELS.device = "cpu"
         app.MODELS.load("default")
@@ -233,7 +233,7 @@ def micro_table(repeat: int) -> list[dict]:
     for where in MICRO:
         runs = []
         for _ in range(repeat):                                   # a fresh process each time
-            out = subprocess.run([sys.executable, "-m", "ui.page_bench", "--micro-in", where], cwd=ROOT,
+            out = subprocess.run([sys.executable, "-m", "ui.bench.page", "--micro-in", where], cwd=ROOT,
                                  check=True, capture_output=True, text=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         best = min(runs, key=lambda r: r["us"])

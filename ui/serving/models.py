@@ -27,7 +27,7 @@ from clasp_core.fit import GB, Guard, loaded_bytes
 from clasp_core.metrics import dtype_name
 from clasp_core.model import LoadedModel, embedded_installed, load_model, resolve_device, resolve_dtype
 from clasp_core.presets import presets_for
-from ui.engine import ENGINE
+from ui.serving.engine import ENGINE
 
 ALLOW_ENV = "CLASP_ALLOW_MODELS"
 DOWNLOAD_ENV = "CLASP_MAX_DOWNLOAD_GB"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import gradio as gr
 
-from ui.engine import ENGINE, EngineThread
+from ui.serving.engine import ENGINE, EngineThread
 
 END = object()
 
