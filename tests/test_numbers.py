@@ -191,19 +191,19 @@ def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
 
 
 def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch, page):
-    import app
     from clasp_core.strategies import STRATEGIES
+    from ui.serving import handlers
 
-    V = app.VIEW_COMPONENTS
+    V = handlers.APP.components
     calls = []
 
-    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                 history, dtype="auto", request=None):
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
+                 strategy, history, dtype="auto", request=None):
         calls.append((num_skip, draft_len, det, loi, auto, strategy, len(history)))
         yield {V["status"]: "Done.", V["history"]: history + [strategy]}
 
-    monkeypatch.setattr(app, "run", fake_run)
-    outs = list(app.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
+    monkeypatch.setattr(handlers, "run", fake_run)
+    outs = list(handlers.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
     assert [c[5] for c in calls] == list(STRATEGIES)
     assert {c[:5] for c in calls} == {(14, 8, 0.7, 1, False)}            # same M, K, DET, LOI; auto off for all
     assert [c[6] for c in calls] == list(range(len(STRATEGIES)))          # each run sees the rows before it

@@ -217,12 +217,11 @@ def micro(where: str) -> tuple[float, float]:
                                         "vanilla")))
         return in_thread(linear_us)
     if where.startswith("app-engine"):                            # the app now: its engine thread
-        sys.path.insert(0, str(ROOT))
-        import app
         from ui.serving.engine import ENGINE
+        from ui.serving.handlers import APP
 
-        app.MODELS.device = "cpu"
-        app.MODELS.load("default")
+        APP.models.device = "cpu"
+        APP.models.load("default")
         return ENGINE.call(lambda: linear_us(own=where.endswith("own kernel")))
     raise ValueError(f"unknown place {where!r}; use one of {', '.join(MICRO)}")
 
