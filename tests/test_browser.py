@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ui.bench.page import chromium, set_number, wait_for
+from ui.bench.browser import chromium, set_number, wait_for
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
