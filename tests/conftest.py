@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clasp_core.bench.gpu_check import tiny_llama  # noqa: F401 - the tests' tiny model, defined once
-from ui.bench.page import free_port  # noqa: F401 - one free-port helper for the app tests and page_bench
+from ui.bench.page import free_port  # noqa: F401 - one free-port helper for the app tests and the page bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "clasp_core" / "bench" / "data" / "spec_bench_dev.jsonl"   # shipped with the bench

@@ -1,4 +1,4 @@
-"""All torch work of the app in one thread (ui.engine): loading, warm-up and every run."""
+"""All torch work of the app in one thread (ui.serving.engine): loading, warm-up and every run."""
 import multiprocessing
 import threading
 

@@ -115,7 +115,7 @@ def test_calm_queue_stops_gradios_millisecond_polling():
 
 
 def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
-    """ui.live.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
+    """ui.serving.live.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
     makes them, the others as the empty update Gradio sends for them (nothing for a gr.State)."""
     import asyncio
 

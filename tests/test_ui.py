@@ -211,7 +211,7 @@ def test_the_summary_and_timing_table_name_the_draft_source(views):
 
 
 def test_live_figures_are_valid_plotly(views):
-    """The live figures skip plotly.py's validation on the page (ui.figure); here every one of them,
+    """The live figures skip plotly.py's validation on the page (ui.views.figure); here every one of them,
     empty and from the recorded trace, is built again as a validated plotly figure, and what the page
     receives is that figure's JSON."""
     import json

@@ -1,6 +1,6 @@
 """Plotly figures for BENCHMARKS.md from the bench and sweep JSON lines (not from the bench CLI).
 
-    python -m ui.bench_figures --bench assets/bench/cpu-bench.jsonl \
+    python -m ui.bench.figures --bench assets/bench/cpu-bench.jsonl \
         --sweep assets/bench/cpu-sweep.jsonl --out assets/bench
 
 A sweep file from ``--strategies`` gives the figure of tau against M per way of choosing layers.

@@ -1,6 +1,6 @@
 """Streaming a run to the page without slowing it down.
 
-The engine runs in the app's one engine thread (ui.engine) and drops its events in a queue, so
+The engine runs in the app's one engine thread (ui.serving.engine) and drops its events in a queue, so
 decoding never waits for the page. The page side drains the queue and sends a snapshot when the
 ``Pacer`` allows: the time spent
 rendering (ours, and Gradio's while the handler is suspended at its yield) is kept to a small share
@@ -33,7 +33,7 @@ class Pacer:
     page's threads and the engine share the cores and the GIL), so the page's time is the engine's
     plus what the snapshots cost. Measured there (SmolLM2, a 96-token run): a live snapshot
     costs under 1 ms to render and 1-6 ms in Gradio (``Page`` spares it the outputs it leaves out, which
-    cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.figure`` figures) and 10-25 ms
+    cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.views.figure`` figures) and 10-25 ms
     in Gradio. Two live snapshots a second and a heavy one at most every 5 s keep the total near 1% of
     the run; the final snapshot renders everything anyway."""
 
