@@ -79,3 +79,14 @@ def test_a_setting_that_is_not_a_number_is_refused_before_any_model_loads(monkey
     monkeypatch.setattr(APP.models, "loader", lambda *a, **k: pytest.fail("no model should load"))
     with pytest.raises(gr.Error, match="LOI must be a whole number, got 'often'"):
         next(run("Hi", "", 8, 4, 0.3, "often", 0.0, 1.0, 0, 8, False))
+
+
+def test_run_all_takes_runs_parameters_and_gradio_hands_it_the_visitors_request():
+    """run's signature is the one list of run parameters: run_all has the same, so Gradio fills them by
+    position from the page's inputs and passes the request where run takes it (Run all stays the visitor's)."""
+    from gradio.helpers import special_args
+
+    from ui.serving.handlers import RUN_PARAMS, RUN_SIGNATURE, run_all
+
+    inputs = special_args(run_all, list(RUN_PARAMS), request="the visitor's request")[0]
+    assert RUN_SIGNATURE.bind(*inputs).arguments == {**{n: n for n in RUN_PARAMS}, "request": "the visitor's request"}
