@@ -61,7 +61,7 @@ bench: $(STAMP)
 	    --device cpu --dtype float32 --out $(BENCH_DIR)/cpu-sweep.jsonl | tee $(BENCH_DIR)/cpu-sweep.txt
 	$(PY) -m clasp_core.bench.shapes --shapes smollm2-135m --device cpu --dtype float32 --context 256 \
 	    --out $(BENCH_DIR)/cpu-shapes.json | tee $(BENCH_DIR)/cpu-shapes.txt
-	$(PY) -m ui.bench_figures --bench $(BENCH_DIR)/cpu-bench.jsonl --sweep $(BENCH_DIR)/cpu-sweep.jsonl \
+	$(PY) -m ui.bench.figures --bench $(BENCH_DIR)/cpu-bench.jsonl --sweep $(BENCH_DIR)/cpu-sweep.jsonl \
 	    --out $(BENCH_DIR) --prefix cpu
 
 # The GPU tables in one command (fp16): the Spec-Bench run, the shape study and the real loop on the shapes
@@ -97,7 +97,7 @@ gpu-check:
 # process (goal: at most 1.1x). ARGS=--micro: the F.linear microbenchmark thread by thread instead.
 bench-page: $(STAMP)
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m ui.page_bench --out $(BENCH_DIR)/cpu-page.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-page.txt
+	$(PY) -m ui.bench.page --out $(BENCH_DIR)/cpu-page.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-page.txt
 
 # Issue 11's tables: every way of choosing layers on the dev sample at M = 0.25 L and 0.45 L (with
 # Spec-Bench answer files for its speed.py), then tau against M per strategy and its figure.
@@ -117,7 +117,7 @@ bench-strategies: $(STAMP)
 	$(PY) -m clasp_core.bench.sweep $(PROMPTS_ARG) --per-task 1 --max-new-tokens 64 \
 	    --strategies $(STRATEGIES) --m-fracs 0.15,0.25,0.35,0.45,0.55 --device $(DEVICE) --dtype $(DTYPE) \
 	    $(if $(MODEL),--model $(MODEL)) --out $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl | tee $(BENCH_DIR)/$(DEVICE)-tau-vs-m.txt
-	$(PY) -m ui.bench_figures --sweep $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl --out $(BENCH_DIR) --prefix $(DEVICE)
+	$(PY) -m ui.bench.figures --sweep $(BENCH_DIR)/$(DEVICE)-tau-vs-m.jsonl --out $(BENCH_DIR) --prefix $(DEVICE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache results.jsonl

@@ -3,7 +3,7 @@
 One table so that the engine's defaults (``GenConfig``), the page's sliders, the bench's flags and the
 app's ``/run`` API cannot drift apart: each reads its numbers and words from here. The range is the
 page's (what a slider offers); the engine checks its own, wider, bounds in ``GenConfig.resolved``,
-once it knows the model (M's bound is the model's depth). No gradio here: ``ui.knobs`` makes the
+once it knows the model (M's bound is the model's depth). No gradio here: ``ui.views.knobs`` makes the
 widgets, ``add_flags`` the bench's argparse flags.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clasp_core.bench.gpu_check import tiny_llama  # noqa: F401 - the tests' tiny model, defined once
-from ui.page_bench import free_port  # noqa: F401 - one free-port helper for the app tests and page_bench
+from ui.bench.page import free_port  # noqa: F401 - one free-port helper for the app tests and the page bench
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "clasp_core" / "bench" / "data" / "spec_bench_dev.jsonl"   # shipped with the bench
@@ -42,11 +42,11 @@ def bench_prompts(per_task: int = 1) -> list[dict]:
 def app_url():
     """The app built once per test session and served as `python app.py` serves it (theme, stylesheet) on
     a free local port: the API, sessions, models and browser tests share it, and its loaded model."""
-    import app
+    from ui import page
 
-    demo = app.build()
+    demo = page.build()
     port = free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    page.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -55,13 +55,14 @@ def app_url():
 
 @pytest.fixture
 def page(monkeypatch):
-    """``app.build()`` for a unit test, leaving the served page of ``app_url`` working: the app keeps one
+    """``ui.page.build()`` for a unit test, leaving the served page of ``app_url`` working: the app keeps one
     page per process (its components by name, the queue its model cache reads), so both are put back."""
-    import app
+    from ui import page
+    from ui.serving.handlers import APP
 
-    monkeypatch.setattr(app, "VIEW_COMPONENTS", {})
-    monkeypatch.setattr(app.MODELS, "queued", app.MODELS.queued)
-    return app.build()
+    monkeypatch.setattr(APP, "components", {})
+    monkeypatch.setattr(APP.models, "queued", APP.models.queued)
+    return page.build()
 
 
 # the tests' usual run through /run: short, CLaSp drafting (auto off), greedy
@@ -70,16 +71,18 @@ RUN = dict(model="", num_skip=8, draft_len=4, det=0.3, loi=2, temperature=0.0, t
 
 
 def run_args(prompt: str, **settings) -> dict:
-    """/run's arguments by keyword (as ui/page_bench.py calls it): ``RUN`` with ``settings`` over it."""
-    unknown = set(settings) - set(RUN) - {"strategy", "dtype"}
+    """/run's arguments by keyword (as ui/bench/page.py calls it): ``RUN`` with ``settings`` over it."""
+    from ui.serving.handlers import RUN_PARAMS
+
+    unknown = set(settings) - set(RUN_PARAMS)
     assert not unknown, f"not a /run parameter: {unknown}"
     return dict(RUN, prompt=prompt, **settings)
 
 
 def named(out, names=None) -> dict:
-    """An API result of the app by output name (app.RUN_OUTPUTS unless other names are given)."""
-    import app
-    return dict(zip(names or app.RUN_OUTPUTS, out))
+    """An API result of the app by output name (ui.page.RUN_OUTPUTS unless other names are given)."""
+    from ui.page import RUN_OUTPUTS
+    return dict(zip(names or RUN_OUTPUTS, out))
 
 
 @pytest.fixture(scope="session")

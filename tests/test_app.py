@@ -48,12 +48,12 @@ def test_bad_input_shows_an_error_and_the_next_run_works(client):
 
 
 def test_auto_run_and_trace_replay(client):
-    import app
+    from ui.page import REPLAY_OUTPUTS
 
     out = run(client, "What is 2 + 2?", auto=True, max_new_tokens=12)
     assert out["status"].startswith("Done.") and "lossless-ok" in out["timing"]
     assert "auto" in out["status"]                                  # what auto did with the knobs is said
-    replay = named(client.predict(handle_file(out["download"]), api_name="/replay"), app.REPLAY_OUTPUTS)
+    replay = named(client.predict(handle_file(out["download"]), api_name="/replay"), REPLAY_OUTPUTS)
     assert replay["status"].startswith("Replaying") and replay["tokens"] == out["tokens"]
     assert replay["download"] and trace.read_trace(replay["download"])      # the replayed trace stays downloadable
 

@@ -5,8 +5,8 @@ import pytest
 
 from clasp_core.settings import SETTINGS, parse
 from clasp_core.trace import Step
-from ui.models import model_key
-from ui.sessions import Sessions, session_key
+from ui.serving.models import model_key
+from ui.serving.sessions import Sessions, session_key
 
 
 def test_address_from_gradio_variables_unless_flags_say(monkeypatch):
@@ -22,40 +22,40 @@ def test_address_from_gradio_variables_unless_flags_say(monkeypatch):
 
 
 def test_model_field_offers_the_device_presets_and_free_text():
-    import app
     from clasp_core.model import resolve_device
     from clasp_core.presets import presets_for
+    from ui.page import model_field
 
     with gr.Blocks():
-        field = app.model_field(None)
+        field = model_field(None)
     assert field.allow_custom_value and field.value == "default"
     assert [value for _, value in field.choices] == [p.id for p in presets_for(resolve_device("auto").type)]
 
 
 def test_the_dtype_field_offers_half_precision_on_a_gpu_only():
-    """On a CPU the engine's half precision is slower than transformers' (app.CPU_HALF): float32 alone, and why."""
-    import app
+    """On a CPU the engine's half precision is slower than transformers' (page.CPU_HALF): float32 alone, and why."""
+    from ui.page import dtype_field
 
     with gr.Blocks():
-        cpu, gpu = app.dtype_field(), app.dtype_field("cuda")       # the suite runs on a CPU
+        cpu, gpu = dtype_field(), dtype_field("cuda")       # the suite runs on a CPU
     assert [v for _, v in cpu.choices] == ["float32"] and cpu.value == "float32" and "0.4x" in cpu.info
     assert [v for _, v in gpu.choices] == ["float32", "bfloat16", "float16"] and gpu.value == "float16"
     assert "Timing tab" in gpu.info
 
 
 def test_gpu_window_grows_with_max_new_tokens():
-    import app
+    from ui.serving.handlers import GPU_MAX_S, gpu_seconds
 
-    short, long = app.gpu_seconds(8, loading=False), app.gpu_seconds(512, loading=False)
-    assert 0 < short < long <= app.GPU_MAX_S
-    assert app.gpu_seconds(8, loading=True) > short              # loading another model takes time too
+    short, long = gpu_seconds(8, loading=False), gpu_seconds(512, loading=False)
+    assert 0 < short < long <= GPU_MAX_S
+    assert gpu_seconds(8, loading=True) > short              # loading another model takes time too
 
 
 def test_dtype_is_part_of_the_model_cache_key():
     """The same weights in bfloat16 are another model; float32 is the default on a CPU."""
-    import app
+    from ui.serving.handlers import APP
 
-    assert app.MODELS.default_dtype() == "float32"              # the suite runs on a CPU
+    assert APP.models.default_dtype() == "float32"              # the suite runs on a CPU
     assert model_key("", "cpu") == model_key(None, "cpu", "float32") == ("default", "cpu", "float32")
     assert model_key("", "cpu", "bfloat16") != model_key("", "cpu", "float32")
     assert model_key(" ", "cpu", default="org/host-default")[0] == "org/host-default"
@@ -85,8 +85,19 @@ def test_settings_from_a_page_or_an_api_call_are_typed_or_refused_by_name():
 
 
 def test_a_setting_that_is_not_a_number_is_refused_before_any_model_loads(monkeypatch):
-    import app
+    from ui.serving.handlers import APP, run
 
-    monkeypatch.setattr(app.MODELS, "loader", lambda *a, **k: pytest.fail("no model should load"))
+    monkeypatch.setattr(APP.models, "loader", lambda *a, **k: pytest.fail("no model should load"))
     with pytest.raises(gr.Error, match="LOI must be a whole number, got 'often'"):
-        next(app.run("Hi", "", 8, 4, 0.3, "often", 0.0, 1.0, 0, 8, False))
+        next(run("Hi", "", 8, 4, 0.3, "often", 0.0, 1.0, 0, 8, False))
+
+
+def test_run_all_takes_runs_parameters_and_gradio_hands_it_the_visitors_request():
+    """run's signature is the one list of run parameters: run_all has the same, so Gradio fills them by
+    position from the page's inputs and passes the request where run takes it (Run all stays the visitor's)."""
+    from gradio.helpers import special_args
+
+    from ui.serving.handlers import RUN_PARAMS, RUN_SIGNATURE, run_all
+
+    inputs = special_args(run_all, list(RUN_PARAMS), request="the visitor's request")[0]
+    assert RUN_SIGNATURE.bind(*inputs).arguments == {**{n: n for n in RUN_PARAMS}, "request": "the visitor's request"}

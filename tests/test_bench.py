@@ -138,7 +138,7 @@ def test_strategy_sweep_table():
 
 
 def test_strategy_figure_reads_the_sweep_rows():
-    from ui.bench_figures import strategy_tau_figure
+    from ui.bench.figures import strategy_tau_figure
 
     fig = strategy_tau_figure(strategy_sweep_rows())
     lines = {t.name: (list(t.x), list(t.y)) for t in fig.data}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ui.page_bench import chromium, set_number, wait_for
+from ui.bench.browser import chromium, set_number, wait_for
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]

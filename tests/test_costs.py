@@ -6,8 +6,8 @@ import pytest
 
 from clasp_core import trace
 from clasp_core.costs import PAPER_MODELS, Costs, draft_steps, plain_step_s, projection, run_costs
-from ui.costs_view import cost_html, measured_costs
-from ui.state import RunState, is_plain
+from ui.views.costs_view import cost_html, measured_costs
+from ui.views.state import RunState, is_plain
 
 TRACE = Path(__file__).resolve().parents[1] / "assets" / "example-trace.jsonl"
 

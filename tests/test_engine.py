@@ -1,10 +1,10 @@
-"""All torch work of the app in one thread (ui.engine): loading, warm-up and every run."""
+"""All torch work of the app in one thread (ui.serving.engine): loading, warm-up and every run."""
 import multiprocessing
 import threading
 
 import pytest
 
-from ui.engine import ENGINE, EngineThread
+from ui.serving.engine import ENGINE, EngineThread
 
 
 def test_jobs_run_in_order_in_one_thread_and_errors_come_back():
@@ -35,7 +35,7 @@ def test_jobs_run_in_order_in_one_thread_and_errors_come_back():
 def test_the_engine_thread_gets_the_gil_back_quickly_and_keeps_a_smaller_interval():
     import sys
 
-    from ui.engine import SWITCH_INTERVAL
+    from ui.serving.engine import SWITCH_INTERVAL
 
     old = sys.getswitchinterval()
     try:
@@ -91,13 +91,13 @@ def tiny_chat(embedded):
 @pytest.mark.integration
 def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, tiny_chat, page):
     """Load, warm-up and two runs driven through the app's handler: all torch work in one thread."""
-    import app
     from clasp_core.decoding import GenConfig
+    from ui.serving import handlers
 
     tiny = tiny_chat
 
     threads = {"load": set(), "generate": set(), "events": set()}
-    generate = app.generate
+    generate = handlers.generate
 
     def load_model(spec, device, dtype=None, progress=None, guard=None):
         threads["load"].add(threading.get_ident())
@@ -109,22 +109,22 @@ def test_the_apps_runs_happen_in_the_thread_that_loaded_the_model(monkeypatch, t
             threads["events"].add(threading.get_ident())
             yield event
 
-    from ui.models import AppModels, Policy
+    from ui.serving.models import AppModels, Policy
 
-    cache = AppModels("tiny-spec", app.MODELS.device, policy=Policy.from_env("*"), loader=load_model)
-    monkeypatch.setattr(app, "MODELS", cache)
-    monkeypatch.setattr(app, "generate", recorded_generate)
+    cache = AppModels("tiny-spec", handlers.APP.models.device, policy=Policy.from_env("*"), loader=load_model)
+    monkeypatch.setattr(handlers.APP, "models", cache)
+    monkeypatch.setattr(handlers, "generate", recorded_generate)
     for seed in (1, 2):                            # the second run reuses the model in memory
-        outs = list(app.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, seed, 6, False))
-        status = outs[-1][app.VIEW_COMPONENTS["status"]]
+        outs = list(handlers.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, seed, 6, False))
+        status = outs[-1][handlers.APP.components["status"]]
         assert status.startswith("Done.") and "tiny-llama" in status
     assert list(cache.models) == [("tiny-spec", cache.device, "float32")]
     assert len(threads["load"]) == 1 and threads["events"]
     assert threads["load"] == threads["generate"] == threads["events"] == {ENGINE.ident}
     assert ENGINE.ident != threading.get_ident()
 
-    with pytest.raises(app.gr.Error, match="seed must be a whole number from 0 to 2\\*\\*63 - 1"):
-        list(app.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, 2**70, 6, False))
-    with pytest.raises(app.gr.Error, match="seed must be a whole number"):
-        list(app.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, float("inf"), 6, False))
+    with pytest.raises(handlers.gr.Error, match="seed must be a whole number from 0 to 2\\*\\*63 - 1"):
+        list(handlers.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, 2**70, 6, False))
+    with pytest.raises(handlers.gr.Error, match="seed must be a whole number"):
+        list(handlers.run("Say hi.", "tiny-spec", 1, 3, 0.3, 1, 0.0, 1.0, float("inf"), 6, False))
     assert GenConfig(seed=2**63 - 1).resolved(tiny.num_layers).seed == 2**63 - 1

@@ -1,4 +1,4 @@
-"""ui.gradio_private against a real Gradio app and its real queue: what it reads and writes there, and how
+"""ui.serving.gradio_private against a real Gradio app and its real queue: what it reads and writes there, and how
 it steps aside, loudly, on a Gradio it was not written for."""
 import threading
 import time
@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from tests.conftest import free_port
-from ui import gradio_private
+from ui.serving import gradio_private
 
 
 def until(condition, timeout=60.0):
@@ -24,7 +24,7 @@ def busy_app():
     """A served Blocks whose one worker is held by a first event, so the app's own ``run`` events wait in
     its queue (they never run: the app closes before the worker is let go). Yields (demo, client, inputs
     of the runs submitted)."""
-    import app
+    from ui.serving import handlers
 
     release, holding = threading.Event(), threading.Event()
 
@@ -37,7 +37,7 @@ def busy_app():
         boxes = [gr.Textbox() for _ in range(11)]
         out = gr.Textbox()
         gr.Button().click(hold, boxes[0], out, api_name="hold", concurrency_id="engine")
-        gr.Button().click(app.run, boxes, out, api_name="run", concurrency_id="engine")
+        gr.Button().click(handlers.run, boxes, out, api_name="run", concurrency_id="engine")
         gr.Button().click(lambda x: x, boxes[0], out, api_name="echo", concurrency_id="engine")
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -52,7 +52,7 @@ def busy_app():
 
 
 def test_the_models_of_waiting_runs_are_read_from_the_pages_real_queue(busy_app):
-    import app
+    from ui.serving import handlers
 
     demo, client = busy_app
     for model in ("org/tiny-llama", ""):
@@ -60,10 +60,10 @@ def test_the_models_of_waiting_runs_are_read_from_the_pages_real_queue(busy_app)
     client.submit("y", api_name="/echo")
     calls = until(lambda: len(gradio_private.queued_calls(demo)) == 3 and gradio_private.queued_calls(demo))
     assert calls, "the events never reached the queue"
-    runs = sorted(data[:2] for fn, data in calls if fn is app.run)        # the client sends them in any order
+    runs = sorted(data[:2] for fn, data in calls if fn is handlers.run)        # the client sends them in any order
     assert runs == [["Hi", ""], ["Hi", "org/tiny-llama"]] and ["y"] in [data for _, data in calls]
-    assert sorted(app.queued_models(demo)) == [(app.DEFAULT_SPEC, app.MODELS.device),
-                                               ("org/tiny-llama", app.MODELS.device)]
+    assert sorted(handlers.queued_models(demo)) == [(handlers.DEFAULT_SPEC, handlers.APP.models.device),
+                                               ("org/tiny-llama", handlers.APP.models.device)]
 
 
 def test_a_page_not_yet_served_has_nothing_waiting():

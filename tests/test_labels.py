@@ -2,14 +2,14 @@
 import pytest
 
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
-from ui.dp_view import dp_figure, used_skip_sizes
-from ui.layer_map import layer_map_figure, refresh_rounds
-from ui.palette import FIGURE_LAYOUT
-from ui.rounds import round_kind, rounds_dataframe
-from ui.state import RunState
-from ui.teaching import explain_round
-from ui.timing import segments, timeline_figure
-from ui.tokens import token_html
+from ui.views.dp_view import dp_figure, used_skip_sizes
+from ui.views.layer_map import layer_map_figure, refresh_rounds
+from ui.views.palette import FIGURE_LAYOUT
+from ui.views.rounds import round_kind, rounds_dataframe
+from ui.views.state import RunState
+from ui.views.teaching import explain_round
+from ui.views.timing import segments, timeline_figure
+from ui.views.tokens import token_html
 
 L = 4
 
@@ -113,7 +113,7 @@ def test_the_same_token_has_the_same_number_in_both_streams():
 def test_teach_opens_on_the_first_round():
     import gradio  # noqa: F401  (the registry builds gradio updates)
 
-    from ui.views import VIEWS, Snapshot
+    from ui.views.registry import VIEWS, Snapshot
 
     state = RunState([prefill(), rnd(0, 1), rnd(1, 3), rnd(2, 5)])
     step = next(v for v in VIEWS if v.name == "step").render(Snapshot(state))
@@ -155,9 +155,9 @@ def test_state_is_built_incrementally_and_matches_a_rebuild():
 
 @pytest.mark.parametrize("auto", [True, False])
 def test_knob_notes_say_what_auto_overrides(auto):
-    import app
+    from ui.serving.handlers import knob_notes
 
-    det, loi, seed = app.knob_notes(auto)
+    det, loi, seed = knob_notes(auto)
     assert ("not used while auto is on" in (det["info"] or "")) == auto
     assert ("untick auto for reproducible" in seed["info"]) == auto
 
@@ -165,12 +165,12 @@ def test_knob_notes_say_what_auto_overrides(auto):
 def test_m_slider_follows_the_model_in_memory(monkeypatch):
     from types import SimpleNamespace
 
-    import app
+    from ui.serving.handlers import APP, page_opened
 
-    monkeypatch.setattr(app.MODELS, "models", {})
-    assert app.page_opened()["maximum"] == 29            # nothing loaded yet: the default model's range
-    monkeypatch.setattr(app.MODELS, "models", {("org/tiny", "cpu", "float32"): SimpleNamespace(num_layers=3)})
-    opened = app.page_opened()
+    monkeypatch.setattr(APP.models, "models", {})
+    assert page_opened()["maximum"] == 29            # nothing loaded yet: the default model's range
+    monkeypatch.setattr(APP.models, "models", {("org/tiny", "cpu", "float32"): SimpleNamespace(num_layers=3)})
+    opened = page_opened()
     assert opened["maximum"] == 2 and "L = 3" in opened["label"]
 
 
@@ -184,9 +184,9 @@ def test_a_token_inside_a_character_shows_no_replacement_or_placeholder():
 
 
 def test_auto_is_switched_off_and_says_why_for_choices_without_a_dp():
-    import app
+    from ui.serving.handlers import auto_for_strategy
 
-    off = app.auto_for_strategy("early-exit", True)
+    off = auto_for_strategy("early-exit", True)
     assert off["value"] is False and off["interactive"] is False and "early-exit" in off["info"]
-    on = app.auto_for_strategy("clasp-once", False)
+    on = auto_for_strategy("clasp-once", False)
     assert on["interactive"] is True and "value" not in on

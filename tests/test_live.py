@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from ui.live import Pacer, batches, start_engine
+from ui.serving.live import Pacer, batches, start_engine
 
 
 class FakeClock:
@@ -122,7 +122,7 @@ def test_the_stream_yields_when_the_pacer_says_a_snapshot_is_due():
 
 
 def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag():
-    from ui.live import RunStop
+    from ui.serving.live import RunStop
 
     flag = threading.Event()                   # the visitor's flag, shared by their runs
     old = RunStop(flag)
@@ -136,8 +136,8 @@ def test_a_run_ended_by_the_page_stays_stopped_when_the_next_run_clears_the_flag
 def test_calm_queue_stops_gradios_millisecond_polling():
     import gradio as gr
 
-    from ui.gradio_private import queue_polling
-    from ui.live import QUEUE_POLL_S, calm_queue
+    from ui.serving.gradio_private import queue_polling
+    from ui.serving.live import QUEUE_POLL_S, calm_queue
 
     with gr.Blocks() as demo:
         gr.Markdown("x")
@@ -149,14 +149,14 @@ def test_calm_queue_stops_gradios_millisecond_polling():
 
 
 def test_page_sends_what_gradio_sends_for_a_partial_snapshot():
-    """ui.gradio_private.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
+    """ui.serving.gradio_private.Page passes over the outputs a snapshot leaves out; the carried ones come out as Gradio
     makes them, the others as the empty update Gradio sends for them (nothing for a gr.State)."""
     import asyncio
 
     import gradio as gr
     from gradio.state_holder import SessionState
 
-    from ui.gradio_private import UNCHANGED, Page
+    from ui.serving.gradio_private import UNCHANGED, Page
 
     with Page() as page:
         text, html, plot_md, kept = gr.Textbox(), gr.HTML(), gr.Markdown(), gr.State(None)

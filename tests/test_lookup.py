@@ -316,10 +316,10 @@ def copied_run():
 
 
 def test_page_marks_a_copied_round():
-    from ui.layer_map import COPIED_ROUND, skip_matrix
-    from ui.state import build_view
-    from ui.teaching import explain_round
-    from ui.tokens import token_html
+    from ui.views.layer_map import COPIED_ROUND, skip_matrix
+    from ui.views.state import build_view
+    from ui.views.teaching import explain_round
+    from ui.views.tokens import token_html
 
     view = build_view(copied_run())
     html = token_html(view)

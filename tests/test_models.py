@@ -16,7 +16,7 @@ from clasp_core import fit
 from clasp_core.decoding import GenConfig, generate
 from clasp_core.model import from_modules, load_model
 from tests.conftest import tiny_llama
-from ui.models import ModelCache, Policy, offered_presets
+from ui.serving.models import ModelCache, Policy, offered_presets
 
 PRESETS = ("default", "HuggingFaceTB/SmolLM2-135M-Instruct")
 LLAMA_70B = dict(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
@@ -196,20 +196,23 @@ def test_the_space_field_offers_presets_and_named_ids(monkeypatch):
     import gradio as gr
 
     import app
+    from ui.page import model_field
+    from ui.serving.app_state import ON_SPACES, model_policy
+    from ui.serving.handlers import APP
 
     monkeypatch.setenv("SPACE_ID", "someone/clasp")
     monkeypatch.delenv("CLASP_ALLOW_MODELS", raising=False)
     args = app.parse_args(["--allow-models", "org/exact,Qwen/*"])
-    monkeypatch.setattr(app.MODELS, "policy", app.model_policy(args))
+    monkeypatch.setattr(APP.models, "policy", model_policy(args))
     with gr.Blocks():
-        field = app.model_field(None)
+        field = model_field(None)
     values = [v for _, v in field.choices]
     assert values[-1] == "org/exact" and "Qwen/*" not in values
-    assert "org/exact, Qwen/*" in field.info and app.MODELS.policy.setting == "--allow-models"
-    monkeypatch.setattr(app.MODELS, "policy", app.model_policy(app.parse_args([])))
+    assert "org/exact, Qwen/*" in field.info and APP.models.policy.setting == "--allow-models"
+    monkeypatch.setattr(APP.models, "policy", model_policy(app.parse_args([])))
     with gr.Blocks():
-        field = app.model_field(None)
-    assert [v for _, v in field.choices] == [p.id for p in offered_presets(app.MODELS.device, app.ON_SPACES)]
+        field = model_field(None)
+    assert [v for _, v in field.choices] == [p.id for p in offered_presets(APP.models.device, ON_SPACES)]
     assert "CLASP_ALLOW_MODELS" in field.info
 
 
@@ -325,17 +328,17 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    import app
     from tests.conftest import named, run_args
     from tests.test_loading import hub_cache
+    from ui.serving.handlers import APP
 
     hub_cache(tmp_path, "org/tiny-llama", sorted(tiny_dir.iterdir()), rev="abc123")
     tiny_files = {f.name: f.stat().st_size for f in tiny_dir.iterdir()}
     online_hub({"org/tiny-llama": ("abc123", tiny_files, None), "org/big-70b": ("abc123", BIG_FILES, None)})
     monkeypatch.setenv("CLASP_MAX_DOWNLOAD_GB", "20")
     monkeypatch.setattr(fit, "free_memory", lambda device: 14e9)
-    monkeypatch.setattr(app.MODELS, "policy", Policy(on_space=True, allow=("org/*", str(huge_dir)),
-                                                     offered=app.MODELS.policy.offered))
+    monkeypatch.setattr(APP.models, "policy", Policy(on_space=True, allow=("org/*", str(huge_dir)),
+                                                     offered=APP.models.policy.offered))
     a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
 
     def run(client, model, M=8):
@@ -349,8 +352,8 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
 
     default = "SmolLM2-135M-Instruct (embedded"
     done(run(a, ""), default)
-    key = app.MODELS.key("")
-    loads = app.MODELS.loads[key]
+    key = APP.models.key("")
+    loads = APP.models.loads[key]
     assert loads == 1
     for model, said in [("other/model", "Model 'other/model' is not offered on this Space"),
                         ("org/big-70b", r"Not downloaded: org/big-70b is 141\.0 GB .* cap of 20\.0 GB "
@@ -366,5 +369,5 @@ def test_two_visitors_alternating_models_never_reload_the_default(app_url, tiny_
         done(job_b, "org/tiny-llama · L = 3")
         statuses = done(job_a, default)
         assert not any(st.startswith(("Loading", "Waiting", "Converting")) for st in statuses), statuses
-    assert app.MODELS.loads[key] == loads                                  # never reloaded
-    assert app.MODELS.loads[app.MODELS.key("org/tiny-llama")] == 1       # kept in the LRU, memory allowing
+    assert APP.models.loads[key] == loads                                  # never reloaded
+    assert APP.models.loads[APP.models.key("org/tiny-llama")] == 1       # kept in the LRU, memory allowing

@@ -4,7 +4,7 @@ import pytest
 
 from clasp_core.costs import run_costs
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
-from ui.state import RunState
+from ui.views.state import RunState
 
 L = 4
 
@@ -60,8 +60,8 @@ def mixed_run(**params):
 
 # 1. two τ in one run, both labelled "τ"
 def test_the_two_taus_are_named_apart_and_each_shown_with_its_own_value():
-    from ui.costs_view import cost_html
-    from ui.timing import timing_html
+    from ui.views.costs_view import cost_html
+    from ui.views.timing import timing_html
 
     events, rounds = mixed_run()
     state = RunState(events + vanilla(10))
@@ -76,9 +76,9 @@ def test_the_two_taus_are_named_apart_and_each_shown_with_its_own_value():
 
 # 2. "drafted" means one thing: a round that ran a draft step
 def test_a_det_stop_is_a_drafting_round_everywhere():
-    from ui.costs_view import measured_costs
-    from ui.rounds import rounds_dataframe
-    from ui.timing import timing_html
+    from ui.views.costs_view import measured_costs
+    from ui.views.rounds import rounds_dataframe
+    from ui.views.timing import timing_html
 
     events, rounds = mixed_run()
     state = RunState(events + vanilla(10))
@@ -90,7 +90,7 @@ def test_a_det_stop_is_a_drafting_round_everywhere():
 
 # 3. the DP's share, K and M as auto really had them
 def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
-    from ui.auto_view import auto_summary
+    from ui.views.auto_view import auto_summary
 
     note = {"reason": "model", "choice": "draft", "step_ms": 53.0, "verify_slope": 0.3, "plain_speed": 1.0,
             "measured_speed": None, "hold": 0, "fallbacks": 0, "M": 1, "K": 2, "draft_speed": 1.2, "alpha": 0.8,
@@ -106,7 +106,7 @@ def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
 
 # 4. Compare's LOI column
 def test_compare_shows_the_loi_each_run_really_had():
-    from ui.compare import run_summary
+    from ui.views.compare import run_summary
 
     rounds = [rnd(i, 1 + 2 * i) for i in range(19)]
     auto = RunState([prefill(auto=True), layer_choice(0), *rounds, done(rounds, dp_calls=1)] + vanilla(10))
@@ -117,7 +117,7 @@ def test_compare_shows_the_loi_each_run_really_had():
 
 # 5. a run that never drafted says where its difference from vanilla went
 def test_a_run_that_never_drafted_explains_its_measured_speed():
-    from ui.costs_view import cost_html
+    from ui.views.costs_view import cost_html
 
     rounds = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0, s=0.055) for i in range(9)]
     state = RunState([prefill(auto=True), *rounds, done(rounds, tokens_per_s=9.0)] + vanilla(10, step=0.05))
@@ -128,7 +128,7 @@ def test_a_run_that_never_drafted_explains_its_measured_speed():
 
 # 6. warm-up rounds are marked and do not skew the cost model
 def test_a_warm_up_round_is_marked_and_left_out_of_the_costs():
-    from ui.rounds import rounds_dataframe
+    from ui.views.rounds import rounds_dataframe
 
     rounds = [rnd(0, 1, s=1.212), *(rnd(i, 1 + 2 * i, s=0.053) for i in range(1, 8))]
     view = RunState([prefill(), layer_choice(0), *rounds, done(rounds)]).clasp
@@ -140,8 +140,8 @@ def test_a_warm_up_round_is_marked_and_left_out_of_the_costs():
 
 # 7. the persistence sentence claims only what the plotted run supports
 def test_the_jaccard_note_does_not_read_a_held_set_as_evidence():
-    from ui.analysis import persistence_note
-    from ui.views import ANALYSIS_HELP
+    from ui.views.analysis import persistence_note
+    from ui.views.registry import ANALYSIS_HELP
 
     rounds = [rnd(i, 1 + 2 * i, choice=0) for i in range(19)]
     view = RunState([prefill(auto=True), layer_choice(0), *rounds, done(rounds, dp_calls=1)]).clasp
@@ -158,7 +158,7 @@ def row(strategy, tau, drafted=60, det=0.7, auto=False, prompt="<|im_start|>user
 
 
 def test_compare_sets_only_runs_with_the_same_settings_side_by_side():
-    from ui.compare import compare_figure, conclusion
+    from ui.views.compare import compare_figure, conclusion
 
     history = [row("clasp", 1.4, det=0.3), row("static", 1.2, det=0.7), row("clasp", 1.3, det=0.7)]
     fig = compare_figure(history, None)
@@ -168,7 +168,7 @@ def test_compare_sets_only_runs_with_the_same_settings_side_by_side():
 
 
 def test_the_verdict_is_worded_from_the_rows():
-    from ui.compare import conclusion
+    from ui.views.compare import conclusion
 
     fixed_wins = conclusion([row("clasp", 1.30, speed=0.7), row("static", 1.32, speed=0.9)], None)
     assert "static drafts as well as CLaSp (τ 1.32 against 1.30) without the DP's cost" in fixed_wins
@@ -179,7 +179,7 @@ def test_the_verdict_is_worded_from_the_rows():
 
 
 def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
-    from ui.compare import compare_dataframe, strategy_help
+    from ui.views.compare import compare_dataframe, strategy_help
 
     other = "<|im_start|>user\nSay hi.<|im_end|>"
     history = [row("clasp", 1.4), row("random", 1.0, drafted=1), row("clasp", 1.2, prompt=other),
@@ -191,19 +191,19 @@ def test_few_drafts_are_marked_and_history_survives_a_prompt_change():
 
 
 def test_run_all_runs_every_draft_source_with_the_same_settings(monkeypatch, page):
-    import app
     from clasp_core.strategies import STRATEGIES
+    from ui.serving import handlers
 
-    V = app.VIEW_COMPONENTS
+    V = handlers.APP.components
     calls = []
 
-    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
-                 history, dtype="auto", request=None):
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
+                 strategy, history, dtype="auto", request=None):
         calls.append((num_skip, draft_len, det, loi, auto, strategy, len(history)))
         yield {V["status"]: "Done.", V["history"]: history + [strategy]}
 
-    monkeypatch.setattr(app, "run", fake_run)
-    outs = list(app.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
+    monkeypatch.setattr(handlers, "run", fake_run)
+    outs = list(handlers.run_all("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, "clasp", []))
     assert [c[5] for c in calls] == list(STRATEGIES)
     assert {c[:5] for c in calls} == {(14, 8, 0.7, 1, False)}            # same M, K, DET, LOI; auto off for all
     assert [c[6] for c in calls] == list(range(len(STRATEGIES)))          # each run sees the rows before it
@@ -214,7 +214,7 @@ def test_compare_shows_the_loi_each_draft_source_ran_with():
     """clasp+lookup re-runs the DP every LOI rounds like clasp; clasp-once runs it once; lookup runs none."""
     from types import SimpleNamespace
 
-    from ui.compare import loi_shown
+    from ui.views.compare import loi_shown
 
     def view(strategy):
         return SimpleNamespace(params=dict(strategy=strategy, loi=4, auto=False), done=None, rounds=[])

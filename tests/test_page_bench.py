@@ -3,7 +3,7 @@ driven as the app tests drive it)."""
 import pytest
 import torch
 
-from ui import page_bench
+from ui.bench import page as page_bench
 
 
 @pytest.mark.heavy

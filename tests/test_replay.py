@@ -2,8 +2,8 @@
 from html import unescape
 
 from clasp_core.trace import Prefill, Round
-from ui.replay import PAUSE, PLAY, frames, replay_html, replay_tick
-from ui.state import RunState
+from ui.views.replay import PAUSE, PLAY, frames, replay_html, replay_tick
+from ui.views.state import RunState
 
 
 def run(temperature=0.0):

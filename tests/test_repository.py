@@ -1,4 +1,5 @@
 """The repository itself, read without a clone or a model (test_fresh_clone.py clones it and runs there)."""
+import ast
 import re
 import subprocess
 
@@ -62,3 +63,33 @@ def test_benchmarks_gives_each_command_its_table():
 def test_the_readme_keeps_the_section_the_engine_points_to():
     """The CPU kernel's notice on stderr and on the page says "(README, CPU)"."""
     assert "cpu" in chapters((ROOT / "README.md").read_text(encoding="utf-8"), "##")
+def imported_modules(path) -> set[str]:
+    """The modules a file imports, those inside functions included, relative imports made absolute."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts)[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            names.add(".".join(base + ([node.module] if node.module else [])))
+    return names
+
+
+def test_ui_has_its_three_rooms_and_never_imports_app():
+    """Views, the server side and the bench tools each in a folder of their own; only the page sits beside
+    them. The app imports ui, never the other way round."""
+    ui = ROOT / "ui"
+    rooms = {p.name for p in ui.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert rooms == {"views", "serving", "bench"}
+    assert {p.name for p in ui.glob("*.py")} == {"__init__.py", "page.py"}
+    upward = {str(p.relative_to(ROOT)) for p in ui.rglob("*.py")
+              if any(m == "app" or m.startswith("app.") for m in imported_modules(p))}
+    assert upward == set(), f"ui imports app: {upward}"
+
+
+def test_no_module_state_is_reassigned_through_global():
+    files = [ROOT / "app.py", *(ROOT / "ui").rglob("*.py"), *(ROOT / "clasp_core").rglob("*.py")]
+    found = [str(p.relative_to(ROOT)) for p in files
+             if any(isinstance(node, ast.Global) for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))))]
+    assert found == [], f"module state reassigned with `global` in {found}"

@@ -84,17 +84,17 @@ def test_gpu_function_takes_and_yields_plain_data(page):
     """On ZeroGPU `decode` runs in a forked process: its arguments and every snapshot are pickled."""
     import pickle
 
-    import app
     from clasp_core.decoding import GenConfig
-    from ui.sessions import session_key
+    from ui.serving.handlers import APP, decode, decode_seconds, gpu_seconds
+    from ui.serving.sessions import session_key
 
     cfg = GenConfig(num_skip=8, draft_len=4, det=0.3, max_new_tokens=8)
     args = ("Say hi.", "", cfg, session_key(None), [])
     assert pickle.loads(pickle.dumps(args)) == args
-    app.SESSIONS.stop_flag(args[3]).clear()     # as run() does before it calls decode (an earlier run set it)
-    assert app.decode_seconds(*args) == app.gpu_seconds(8, loading=app.MODELS.loaded("") is None)
-    snapshots = list(app.decode(*args))
+    APP.sessions.stop_flag(args[3]).clear()     # as run() does before it calls decode (an earlier run set it)
+    assert decode_seconds(*args) == gpu_seconds(8, loading=APP.models.loaded("") is None)
+    snapshots = list(decode(*args))
     assert snapshots[-1]["status"].startswith("Done.")
     for snap in snapshots:
-        assert set(snap) <= set(app.VIEW_COMPONENTS)                 # view names, not components
+        assert set(snap) <= set(APP.components)                 # view names, not components
         pickle.dumps(snap)

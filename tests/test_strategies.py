@@ -125,8 +125,8 @@ class SkipFirst(FixedLayers):
 
 
 def test_one_registered_class_is_a_draft_source_everywhere(tiny):
-    import app
-    from ui.compare import _label, strategy_choices, strategy_help
+    from ui.serving.handlers import auto_for_strategy
+    from ui.views.compare import _label, strategy_choices, strategy_help
 
     assert "skip-first" not in STRATEGIES
     register(SkipFirst)
@@ -136,7 +136,7 @@ def test_one_registered_class_is_a_draft_source_everywhere(tiny):
         assert methods.engine_config(GenConfig(), "skip-first") == ("clasp", GenConfig(strategy="skip-first"))
         assert strategy_choices()[-1] == ("skip first: the first M layers", "skip-first")   # the page's selector
         assert "*Skip first* drafts" in strategy_help() and _label({"strategy": "skip-first"}) == "skip first"
-        off = app.auto_for_strategy("skip-first", True)                         # no DP table: auto is off
+        off = auto_for_strategy("skip-first", True)                             # no DP table: auto is off
         assert off["value"] is False and "skip-first" in off["info"]
         tiny.model.generation_config.eos_token_id = None                        # and the engine runs it
         events = run(tiny, num_skip=2, draft_len=4, strategy="skip-first")

@@ -1,7 +1,7 @@
 """The sweep view in Teach: the shipped sweep's numbers, the fastest value of each knob marked (issue 18 §4)."""
 import pytest
 
-from ui.sweep_view import KNOBS, SWEEP, best, read_sweep, sweep_figure, sweep_points
+from ui.views.sweep_view import KNOBS, SWEEP, best, read_sweep, sweep_figure, sweep_points
 
 
 def test_points_are_the_benchs_pooled_numbers_and_the_optimum_is_marked():

@@ -171,8 +171,8 @@ TIE_TRACE = Path(__file__).resolve().parents[1] / "assets" / "tie-trace.jsonl"
 def test_the_recorded_bfloat16_trace_parts_at_a_tie():
     """assets/tie-trace.jsonl (question 481, rag: a real bfloat16 run of the
     bench settings, 64 tokens, that parts at token #34; replayed in the browser test) reads as a tie."""
-    from ui.state import views_by_method
-    from ui.timing import lossless_state, parting
+    from ui.views.state import views_by_method
+    from ui.views.timing import lossless_state, parting
 
     w = views_by_method(trace.read_trace(TIE_TRACE))
     assert w["clasp"].prefill.dtype == "bfloat16"

@@ -5,14 +5,14 @@ import pytest
 
 from clasp_core import trace
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
-from ui.analysis import accepted_histogram, jaccard, jaccard_by_distance, persistence_figure
-from ui.dp_view import dp_figure
-from ui.layer_map import PLAIN_ROUND, layer_map_figure, skip_matrix
-from ui.rounds import rounds_dataframe
-from ui.state import build_view, is_plain, views_by_method
-from ui.teaching import explain_round
-from ui.timing import lossless_state, parting, segments, summary_html, timeline_figure, timing_html
-from ui.tokens import token_html
+from ui.views.analysis import accepted_histogram, jaccard, jaccard_by_distance, persistence_figure
+from ui.views.dp_view import dp_figure
+from ui.views.layer_map import PLAIN_ROUND, layer_map_figure, skip_matrix
+from ui.views.rounds import rounds_dataframe
+from ui.views.state import build_view, is_plain, views_by_method
+from ui.views.teaching import explain_round
+from ui.views.timing import lossless_state, parting, segments, summary_html, timeline_figure, timing_html
+from ui.views.tokens import token_html
 
 TRACE = Path(__file__).resolve().parents[1] / "assets" / "example-trace.jsonl"
 
@@ -211,16 +211,16 @@ def test_the_summary_and_timing_table_name_the_draft_source(views):
 
 
 def test_live_figures_are_valid_plotly(views):
-    """The live figures skip plotly.py's validation on the page (ui.figure); here every one of them,
+    """The live figures skip plotly.py's validation on the page (ui.views.figure); here every one of them,
     empty and from the recorded trace, is built again as a validated plotly figure, and what the page
     receives is that figure's JSON."""
     import json
 
     import gradio as gr
 
-    from ui.compare import compare_figure, remember
-    from ui.figure import Figure
-    from ui.state import RunState
+    from ui.views.compare import compare_figure, remember
+    from ui.views.figure import Figure
+    from ui.views.state import RunState
 
     c, v = views["clasp"], views["vanilla"]
     state = RunState(trace.read_trace(TRACE))

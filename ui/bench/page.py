@@ -1,7 +1,7 @@
 """Page overhead: what a visitor waits for through the app, against the engine alone.
 
-    python -m ui.page_bench [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96] [--repeat 5]
-    python -m ui.page_bench --micro            # the issue-15 matrix-vector product, thread by thread
+    python -m ui.bench.page [--runs fixed,defaults] [--prompt TEXT] [--max-new-tokens 96] [--repeat 5]
+    python -m ui.bench.page --micro            # the thread micro-benchmark instead (ui.bench.micro)
 
 The engine alone: a fresh Python process loads the model and warms it up as the app does, then
 decodes CLaSp and then vanilla with ``generate()`` on its main thread; the clock runs around the two
@@ -13,12 +13,7 @@ runs alone: this machine's speed drifts by several percent from one minute to th
 turn's own ratio is the steadier figure (its median is printed), beside the ratio of each side's
 fastest run. The goal is a ratio page / alone of at most 1.1. The engine's own clock inside the page
 (``Done.wall_s`` of the run's trace) is printed beside them: it shows whether the engine itself ran
-slower in the app.
-
-``--micro`` times one ``F.linear`` of 1x576 by 576x1536 (a SmolLM2 MLP projection) in a fresh process
-per row: on the main thread, in a second thread after the main thread ran torch, in a new thread
-after a loading thread ran torch (the app before issue 15), and in the app's engine thread, there
-also by the engine's own CPU kernel (the product the engine uses for such a block).
+slower in the app. ``--browser`` drives the page in headless Chromium instead (ui.bench.browser).
 """
 from __future__ import annotations
 
@@ -32,24 +27,24 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from clasp_core import trace
+from ui.bench import micro
+from ui.bench.browser import chromium, set_number, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Spec-Bench question 161 (translation), shipped in clasp_core/bench/data/spec_bench_dev.jsonl
 TRANSLATION = ("Translate German to English: Pfandhäuser boomen in Singapur , da die Krise in der "
                "Mittelschicht angekommen ist")
-# the two runs of issue 9: fixed CLaSp settings, and the page's own defaults (auto on)
+# the two runs: fixed CLaSp settings, and the page's own defaults (auto on)
 RUNS = {
     "fixed": dict(num_skip=14, draft_len=8, det=0.7, loi=1, auto=False),
     "defaults": dict(num_skip=14, draft_len=8, det=0.7, loi=1, auto=True),
 }
 WARM = dict(prompt="Hi.", settings=RUNS["fixed"], max_new=8)      # the short run both sides start with
 POLL_S = 0.02              # how often drive() looks for the first update while it waits for the last
-MICRO = ("main", "second-thread", "after-load-thread", "app-engine", "app-engine, own kernel")
 
 
 def free_port() -> int:
@@ -65,7 +60,7 @@ class Alone:
     page, so that both sides of a turn run within seconds of each other."""
 
     def __init__(self, model: str | None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "ui.page_bench", "--alone-serve", model or "default"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ui.bench.page", "--alone-serve", model or "default"],
                                      cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def run(self, prompt: str, settings: dict, max_new: int) -> dict:
@@ -84,7 +79,7 @@ class Alone:
 def serve_alone(model: str) -> None:
     """The child: load and warm up as the app does, then for each job on stdin print its seconds."""
     from clasp_core.model import load_model
-    from ui.models import warm_up
+    from ui.serving.models import warm_up
 
     lm = load_model(model, device="auto")
     warm_up(lm)                                                   # the app's warm-up
@@ -167,81 +162,6 @@ def page_row(page_s: float, trace_file: str, updates: int, first_s: float, **ext
                 tokens={d.method: d.new_tokens for d in done}, **extra)
 
 
-# ---- the microbenchmark -------------------------------------------------------------------------
-def linear_us(reps: int = 5000, own: bool = False) -> tuple[float, float]:
-    """Microseconds per F.linear(1x576, 576x1536) in the calling thread, and CPU cores busy meanwhile;
-    ``own``: the same product by the engine's own CPU kernel (clasp_core/cpu_kernel.py) instead."""
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(0)
-    x, w = torch.randn(1, 576), torch.randn(1536, 576)
-    product = F.linear
-    if own:
-        from clasp_core import cpu_kernel
-
-        product = cpu_kernel.kernel()
-        if product is None:
-            raise SystemExit(f"page_bench: no CPU kernel here ({cpu_kernel.why_off()})")
-    for _ in range(200):
-        product(x, w)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(reps):
-        product(x, w)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return 1e6 * wall / reps, cpu / wall
-
-
-def in_thread(fn):
-    out = []
-    t = threading.Thread(target=lambda: out.append(fn()))
-    t.start()
-    t.join()
-    return out[0]
-
-
-def micro(where: str) -> tuple[float, float]:
-    """The microbenchmark where the app (or a plain script) would run it; `where` is one of MICRO."""
-    import torch
-
-    if where == "main":
-        return linear_us()
-    if where == "second-thread":
-        torch.ones(256, 256) @ torch.ones(256, 256)               # the main thread has used torch
-        return in_thread(linear_us)
-    if where == "after-load-thread":                              # the app before: load, then a thread per run
-        from clasp_core.decoding import GenConfig, generate
-        from clasp_core.model import load_model
-
-        in_thread(lambda: list(generate(load_model("default", device="cpu"), "Hi.", GenConfig(max_new_tokens=4),
-                                        "vanilla")))
-        return in_thread(linear_us)
-    if where.startswith("app-engine"):                            # the app now: its engine thread
-        sys.path.insert(0, str(ROOT))
-        import app
-        from ui.engine import ENGINE
-
-        app.MODELS.device = "cpu"
-        app.MODELS.load("default")
-        return ENGINE.call(lambda: linear_us(own=where.endswith("own kernel")))
-    raise ValueError(f"unknown place {where!r}; use one of {', '.join(MICRO)}")
-
-
-def micro_table(repeat: int) -> list[dict]:
-    rows = []
-    print(f"{'where F.linear 1x576 by 576x1536 runs (5000 reps)':<52} {'us / call':>9} {'cores busy':>10}")
-    for where in MICRO:
-        runs = []
-        for _ in range(repeat):                                   # a fresh process each time
-            out = subprocess.run([sys.executable, "-m", "ui.page_bench", "--micro-in", where], cwd=ROOT,
-                                 check=True, capture_output=True, text=True)
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        best = min(runs, key=lambda r: r["us"])
-        rows.append(dict(where=where, **best))
-        print(f"{where:<52} {best['us']:9.1f} {best['cores']:10.2f}", flush=True)
-    return rows
-
-
 # ---- the table ----------------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,70 +178,17 @@ def main(argv=None) -> int:
     ap.add_argument("--micro", action="store_true", help="only the F.linear microbenchmark, thread by thread")
     ap.add_argument("--out", help="also write the rows as JSON lines here")
     ap.add_argument("--alone-serve", help=argparse.SUPPRESS)      # the child: the engine alone, for MODEL
-    ap.add_argument("--micro-in", choices=MICRO, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.alone_serve:
         serve_alone(a.alone_serve)
         return 0
-    if a.micro_in:
-        us, cores = micro(a.micro_in)
-        print(json.dumps(dict(us=us, cores=cores)))
-        return 0
     if a.micro:
-        rows = micro_table(a.repeat)
+        rows = micro.micro_table(a.repeat)
     else:
         rows = page_table(a)
     if a.out:
         Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0
-
-
-def chromium(width: int = 1280, height: int = 1000):
-    """Debian's Chromium, headless, with a profile of its own: (webdriver, profile folder). The browser
-    tests open the page with it too."""
-    import shutil
-    import tempfile
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        raise RuntimeError("Debian's chromium and chromium-driver are needed (make browser-deps installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="clasp-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-sync", "--disable-background-networking", "--disable-component-update",
-                "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=opts), profile
-
-
-def wait_for(cond, what: str, timeout: float = 120) -> None:
-    """Until ``cond()`` is true (an exception counts as not yet: the page is still rendering)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if cond():
-                return
-        except Exception:  # noqa: BLE001 - the page is still rendering
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def set_number(d, label: str, value) -> None:
-    """Type ``value`` into the number box of the page's control whose label contains ``label``."""
-    from selenium.webdriver.common.keys import Keys
-
-    for block in d.find_elements("css selector", "#controls .block"):
-        if label in block.text:
-            box = block.find_element("css selector", "input[type=number]")
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(str(value), Keys.TAB)
-            return
-    raise LookupError(f"no control labelled {label!r}")
 
 
 class Browser:

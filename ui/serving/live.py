@@ -1,6 +1,6 @@
 """Streaming a run to the page without slowing it down.
 
-The engine runs in the app's one engine thread (ui.engine) and drops its events in a queue, so
+The engine runs in the app's one engine thread (ui.serving.engine) and drops its events in a queue, so
 decoding never waits for the page. The page side drains the queue and sends a snapshot when the
 ``Pacer`` allows: the time spent
 rendering (ours, and Gradio's while the handler is suspended at its yield) is kept to a small share
@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from ui import gradio_private
-from ui.engine import ENGINE, EngineThread
+from ui.serving import gradio_private
+from ui.serving.engine import ENGINE, EngineThread
 
 END = object()
 
@@ -40,8 +40,8 @@ class Pacer:
     The defaults are sized for a 2-core CPU, where every snapshot takes time from the engine (the
     page's threads and the engine share the cores and the GIL), so the page's time is the engine's
     plus what the snapshots cost. Measured there (SmolLM2, a 96-token run): a live snapshot
-    costs under 1 ms to render and 1-6 ms in Gradio (``gradio_private.Page`` spares it the outputs it leaves out, which
-    cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.figure`` figures) and 10-25 ms
+    costs under 1 ms to render and 1-6 ms in Gradio (``gradio_private.Page`` spares it the outputs it leaves out,
+    which cost about 15 ms more); a heavy one about 5-10 ms to render (six ``ui.views.figure`` figures) and 10-25 ms
     in Gradio. Two live snapshots a second and a heavy one at most every 5 s keep the total near 1% of
     the run; the final snapshot renders everything anyway."""
 
@@ -155,5 +155,5 @@ def calm_queue(demo) -> None:
     10 ms), each time taking the GIL from the engine: measured on the 2-core EPYC, the app's event
     loop thread used 0.83 s of CPU in 20 s with nothing to do. A run starts at most 20 ms later
     instead; this app sends no progress bars (its status line streams), so those are polled at 0.2 s.
-    Both are Gradio's private attributes (ui.gradio_private): on another Gradio, nothing changes."""
+    Both are Gradio's private attributes (ui.serving.gradio_private): on another Gradio, nothing changes."""
     gradio_private.set_queue_polling(demo, QUEUE_POLL_S, 0.2)

@@ -16,7 +16,7 @@ from clasp_core.bench.stats import pooled
 
 from .palette import ACCEPTED, CURRENT, SKIPPED, styled
 
-SWEEP = Path(__file__).resolve().parents[1] / "assets" / "bench" / "cpu-sweep.jsonl"
+SWEEP = Path(__file__).resolve().parents[2] / "assets" / "bench" / "cpu-sweep.jsonl"
 KNOBS = ("M", "K", "DET", "LOI")
 HELP = (
     "**What the knobs do to speed.** Measured by the bench's sweep on the CPU of BENCHMARKS.md (float32, the default "

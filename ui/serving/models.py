@@ -6,7 +6,7 @@ download would fill the disk, an 8B load in float32 on a 16 GB machine ends with
 killing the app and every visitor's run. ``ModelCache`` keeps the default model resident and
 other models in a small LRU bounded by free memory, not by count, and never evicts a model that
 a queued run is waiting for. ``AppModels`` is the app's cache: its host's default model and device,
-every load and warm-up in the engine thread (ui.engine), progress lines for the page (``Loading``).
+every load and warm-up in the engine thread (ui.serving.engine), progress lines for the page (``Loading``).
 No gradio here: the app turns the ValueErrors into page messages.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from clasp_core.fit import GB, Guard, loaded_bytes
 from clasp_core.metrics import dtype_name
 from clasp_core.model import LoadedModel, embedded_installed, load_model, resolve_device, resolve_dtype
 from clasp_core.presets import presets_for
-from ui.engine import ENGINE
+from ui.serving.engine import ENGINE
 
 ALLOW_ENV = "CLASP_ALLOW_MODELS"
 DOWNLOAD_ENV = "CLASP_MAX_DOWNLOAD_GB"
@@ -251,7 +251,7 @@ class AppModels(ModelCache):
 
     def load(self, spec: str | None, progress: Callable[[str], None] | None = None, warm: bool = True,
              dtype: str | None = "auto") -> LoadedModel:
-        """The model for spec and dtype, loaded and warmed up once; always in the engine thread (ui.engine),
+        """The model for spec and dtype, loaded and warmed up once; always in the engine thread (ui.serving.engine),
         the one thread that runs torch in this process."""
         if not ENGINE.here():
             return ENGINE.call(self.load, spec, progress, warm, dtype)

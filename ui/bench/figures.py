@@ -1,6 +1,6 @@
 """Plotly figures for BENCHMARKS.md from the bench and sweep JSON lines (not from the bench CLI).
 
-    python -m ui.bench_figures --bench assets/bench/cpu-bench.jsonl \
+    python -m ui.bench.figures --bench assets/bench/cpu-bench.jsonl \
         --sweep assets/bench/cpu-sweep.jsonl --out assets/bench
 
 A sweep file from ``--strategies`` gives the figure of tau against M per way of choosing layers.
@@ -18,8 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from clasp_core.bench.stats import pooled
-
-from .palette import SERIES
+from ui.views.palette import SERIES
 
 SWEPT = ("M", "K", "DET", "LOI")
 
