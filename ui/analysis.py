@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from .figure import Figure
-from .palette import ACCEPTED, SKIPPED, styled
-from .state import RunView
+from .palette import ACCEPTED, BELOW_DET, BELOW_DET_RULE, SKIPPED, styled
+from .state import RunView, is_below_det
 
 
 def jaccard(a: set, b: set) -> float:
@@ -34,13 +34,22 @@ def persistence_figure(view: RunView | None) -> Figure:
 
 
 def accepted_histogram(view: RunView | None) -> Figure:
+    """Accepted drafts per drafting round; rounds cut at DET (0 tokens drafted) are drafting rounds too,
+    stacked at 0 in their own colour."""
     fig = Figure()
-    counts = Counter(r.accepted for r in view.rounds if r.drafted) if view else Counter()
-    if counts:
-        xs = list(range(0, max(counts) + 1))
-        fig.add_trace("bar", x=xs, y=[counts.get(x, 0) for x in xs], marker=dict(color=ACCEPTED), name="rounds")
-    return styled(fig, title="Accepted drafts per round", xaxis_title="accepted", yaxis_title="rounds",
-                  height=320, margin=dict(l=50, r=20, t=50, b=40))
+    rounds = [r for r in view.rounds if r.drafting] if view else []
+    counts = Counter(r.accepted for r in rounds if r.drafted)
+    det = sum(is_below_det(r) for r in rounds)
+    if counts or det:
+        xs = list(range(0, max(counts, default=0) + 1))
+        fig.add_trace("bar", x=xs, y=[counts.get(x, 0) for x in xs], marker=dict(color=ACCEPTED),
+                      name="drafted", hovertemplate="%{y} round(s) accepted %{x} draft(s)<extra></extra>")
+        if det:
+            fig.add_trace("bar", x=[0], y=[det], marker=dict(color=BELOW_DET), name="below DET",
+                          hovertemplate=f"%{{y}} round(s) below DET: {BELOW_DET_RULE}<extra></extra>")
+    return styled(fig, title=f"Accepted drafts per drafting round ({len(rounds)})", xaxis_title="accepted",
+                  yaxis_title="rounds", barmode="stack", height=320, margin=dict(l=50, r=20, t=50, b=40),
+                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
 
 
 def persistence_note(view: RunView | None) -> str:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import html
 
-from .palette import COPIED, KIND_COLOURS, KIND_LABELS
+from .palette import BELOW_DET_RULE, COPIED, KIND_COLOURS, KIND_LABELS
 from .state import RunView, Token
 
 
 def _title(t: Token) -> str:
-    parts = [f"token #{t.position}", KIND_LABELS[t.kind]]
+    parts = [f"token #{t.position}", BELOW_DET_RULE if t.kind == "det" else KIND_LABELS[t.kind]]
     if t.round is not None:
         parts.append(f"round {t.round + 1}")
     elif t.position == 0:
