@@ -9,6 +9,7 @@ from statistics import median
 from clasp_core.costs import PAPER_MODELS, Costs, outlier_rounds, plain_step_s, projection, run_costs
 from clasp_core.metrics import speedup
 
+from .speed import NOISE_HOW, no_drafting_text, noise_text
 from .state import RunView
 
 FORMULA = "speedup = τ / (k̄·r<sub>d</sub> + r<sub>v</sub>(k̄) + DP / LOI)"
@@ -34,7 +35,8 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     slow = outlier_rounds(clasp.rounds)
     ms = c.step_s * 1e3
     rows = [
-        ("one full-model step (vanilla's median)", f"{ms:.1f} ms", "the unit of everything below"),
+        ("one full-model step", f"{ms:.1f} ms", f"the median of all {len(vanilla.steps)} of vanilla's steps: the "
+                                                 f"unit of everything below"),
         ("r<sub>d</sub>: one draft step", f"{c.r_draft:.2f}", f"{c.r_draft * ms:.1f} ms with the skipped layers"),
         ("k̄: draft steps per drafting round", f"{c.k:.2f}", "mean over rounds that ran a draft step (a step "
                                                               "whose guess fell below DET counts)"),
@@ -44,8 +46,8 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         ("τ over drafting rounds", f"{c.tau:.2f}", "accepted drafts + the full model's token, per drafting round "
                                                   "(the Timing table's τ also counts plain steps)"),
         ("<b>predicted speedup</b>", f"<b>{c.speedup:.2f}×</b>", f"{c.tau:.2f} / {c.round_cost:.2f}"),
-        ("<b>measured speedup</b>", f"<b>{measured:.2f}×</b>", "tokens/s against vanilla (prefill and plain "
-                                                              "rounds included)"),
+        ("<b>measured speedup</b>", f"<b>{measured:.2f}×</b>", f"tokens/s against vanilla (prefill and plain "
+                                                              f"rounds included); {noise_text(vanilla)}"),
         ("break-even τ on this device", _x(c.break_even_tau), "drafting pays above it"),
         ("LOI needed at this τ", _x(c.loi_to_win), "∞: even without the DP, τ is too low"),
     ]
@@ -77,14 +79,17 @@ def cost_html(clasp: RunView | None, vanilla: RunView | None) -> str:
 
 
 def never_drafted(clasp: RunView, vanilla: RunView, measured: float) -> str:
-    """A run of plain steps only: say where its difference from vanilla's speed went, in numbers."""
+    """A run of plain steps only: its difference from vanilla is noise; say so, then where it went, in numbers
+    (each median names the steps it is taken over)."""
     c, v = clasp.done, vanilla.done
     steps = [r.verify_s + r.draft_s for r in clasp.rounds]
     own, base = (median(steps) if steps else 0.0), plain_step_s([s.seconds for s in vanilla.steps])
     bookkeeping = c.decode_s - sum(steps)
-    return (f"This run never drafted: every round was a plain full-model step, the same work as vanilla's. It "
-            f"measured <b>{measured:.2f}×</b> vanilla. Where the difference went: its median step took "
-            f"{own * 1e3:.1f} ms against vanilla's {base * 1e3:.1f} ms, its prefill {c.prefill_s * 1e3:.0f} ms "
-            f"against {v.prefill_s * 1e3:.0f} ms, and {max(0.0, bookkeeping) * 1e3:.0f} ms went between the steps "
+    return (f"<b>{html.escape(no_drafting_text(clasp, vanilla))}</b> ({html.escape(noise_text(vanilla))}; "
+            f"{html.escape(NOISE_HOW)}). Every round was a plain full-model step, the same work as vanilla's; "
+            f"it measured {measured:.2f}× vanilla. Where the difference went: the median of all "
+            f"{len(steps)} of its steps took {own * 1e3:.1f} ms against {base * 1e3:.1f} ms for the median of all "
+            f"{len(vanilla.steps)} of vanilla's, its prefill {c.prefill_s * 1e3:.0f} ms against "
+            f"{v.prefill_s * 1e3:.0f} ms, and {max(0.0, bookkeeping) * 1e3:.0f} ms went between the steps "
             f"(planning each round, building its event). On a shared machine the first two move with the "
-            f"background load; compare runs side by side before reading much into a few percent.")
+            f"background load.")
