@@ -104,6 +104,27 @@ def test_the_auto_status_states_the_measured_dp_share_and_the_k_it_used():
     assert "53 ms" in text                                                    # and why it drafted
 
 
+def test_the_auto_status_states_its_margin_and_which_inputs_are_measured_or_assumed():
+    from ui.auto_view import auto_summary
+    from ui.teaching import explain_round
+
+    note = {"reason": "model", "choice": "plain", "step_ms": 32.0, "verify_slope": 0.3, "plain_speed": 1.0,
+            "measured_speed": None, "hold": 0, "fallbacks": 0, "margin": 1.05, "plain_n": 9, "verify_n": 0,
+            "M": 14, "K": 1, "draft_speed": 1.03, "alpha": 0.75, "r_draft": 0.63, "draft_measured": False,
+            "r_verify": 1.3, "draft_n": 0, "trials": 0, "accepted": 0, "optimism": 0.25}
+    rounds = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0, auto=note) for i in range(6)]
+    view = RunState([prefill(auto=True), *rounds, done(rounds)]).clasp
+    status = auto_summary(view, "cpu")
+    assert "predicted slower than plain steps" not in status            # 1.03× is not slower: the margin is why
+    assert "no draft was predicted at least 1.05× a plain step's speed" in status
+    assert "its margin against noise" in status
+    assert "acceptance 0.75, assumed: nothing drafted at M = 14 yet" in status
+    assert "plain step 32 ms (measured: the median of its last 9 plain steps" in status
+    assert "0.63 of a plain step (an estimate from the weights it reads, not measured" in status
+    assert "Timing tab's medians are over all of a run's steps" in status     # why the two medians differ
+    assert "1.05×" in explain_round(view, 3)                            # Teach says the same
+
+
 # 4. Compare's LOI column
 def test_compare_shows_the_loi_each_run_really_had():
     from ui.compare import run_summary
