@@ -180,7 +180,7 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
                 break
             t0 = time.perf_counter()
             heavy = pacer.heavy_due()
-            method = "vanilla" if snap.vanilla else "CLaSp"
+            method = "vanilla" if snap.vanilla else snap.clasp.source if snap.clasp else "CLaSp"
             out = render(V, snap, heavy)
             out[V["status"]] = f"Decoding with {method}… ({where})"
             yield out

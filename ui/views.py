@@ -71,7 +71,8 @@ TABS = [
                   "a light column is a plain full-model step (no draft ran). A dotted line marks where a skip set "
                   "chosen by the layer DP came into force. The orange outline marks the round selected in Teach."),
     Tab("DP table", "The layer DP's table for one of its runs. Pick a run of the DP below."),
-    Tab("Timing", "The same prompt decoded by plain (vanilla) decoding right after CLaSp, on the same device. "
+    Tab("Timing", "The same prompt decoded by plain (vanilla) decoding right after the drafting run, on the same "
+                  "device. "
                   "At temperature 0 both outputs must be identical. Below the timeline, the cost model says why "
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
