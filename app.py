@@ -128,10 +128,18 @@ def run_all(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, se
             yield out
 
 
+def run_source(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens, auto,
+               strategy="clasp", history=None, dtype="auto", request: gr.Request = None):
+    """Compare's "Run this source": the source picked there, with the page's settings (auto only for the
+    sources that build the DP's table, as on the left)."""
+    yield from run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new_tokens,
+                   bool(auto) and strategy in DP_STRATEGIES, strategy, history, dtype, request)
+
+
 def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
     """The models that the runs waiting in the page's queue ask for, read from Gradio's queue: its
     internals as gradio 6.31 (pinned in requirements.txt) holds them; anything else reads as empty."""
-    fn_run = {id(run), id(run_all)}
+    fn_run = {id(run), id(run_all), id(run_source)}
     keys = []
     for events in list(getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", {}).values()):
         for event in list(events.queue):
@@ -354,6 +362,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
         run_btn.click(run, inputs, outputs, api_name="run", **progress)
         prompt.submit(run, inputs, outputs, api_name=False, **progress)
         V["compare_run_all"].click(run_all, inputs, outputs, api_name="run_all", **progress)
+        picked = [V["compare_pick"] if c is strategy else c for c in inputs]
+        V["compare_run_one"].click(run_source, picked, outputs, api_name=False, **progress)
         replay_out = [V["replay_pos"], V["replay"], V["replay_timer"], V["replay_play"]]
         # the replay needs no model: its cheap handlers skip the queue, so a run elsewhere never stalls them
         V["replay_timer"].tick(replay.replay_tick, [run_state, V["replay_pos"]], replay_out, api_name=False,

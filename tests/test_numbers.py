@@ -272,3 +272,34 @@ def test_compare_shows_the_loi_each_draft_source_ran_with():
 
     assert [loi_shown(view(s)) for s in ("clasp", "clasp+lookup", "clasp-once", "lookup", "static")] == \
         ["4", "4", "once", "–", "–"]
+
+
+def test_compare_groups_by_loi_and_counts_dp_once_among_the_fixed_sets():
+    from ui.compare import compare_dataframe, conclusion
+
+    def at(loi, *args, **kw):
+        return {**row(*args, **kw), "loi_setting": loi}
+
+    history = [at(1, "clasp", 1.3, speed=0.21), at(64, "early-exit", 1.0, speed=0.5),
+               at(64, "clasp-once", 1.29, speed=0.6), at(64, "clasp", 1.3, speed=0.74)]
+    verdict = conclusion(history, None)
+    assert "LOI 64" in verdict and "3 draft sources" in verdict
+    assert "1 run(s) of this prompt with other settings are left out" in verdict     # the LOI 1 run
+    assert "DP once drafts as well as CLaSp (τ 1.29 against 1.30)" in verdict         # a fixed set too
+    assert compare_dataframe(history, None)["settings"].tolist()[0].endswith("LOI 1")
+
+
+def test_compare_runs_the_one_source_picked_there(monkeypatch):
+    import app
+
+    calls = []
+
+    def fake_run(prompt, model, num_skip, draft_len, det, loi, temperature, top_p, seed, max_new, auto, strategy,
+                 history, dtype="auto", request=None):
+        calls.append((auto, strategy))
+        yield {}
+
+    monkeypatch.setattr(app, "run", fake_run)
+    for source in ("random", "clasp-once"):
+        list(app.run_source("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, source, []))
+    assert calls == [(False, "random"), (True, "clasp-once")]        # auto only where the DP's table is built

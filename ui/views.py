@@ -77,9 +77,10 @@ TABS = [
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
-    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run "
-                   "all*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
-                   "with the same settings; earlier prompts stay in the table, grouped by prompt."),
+    Tab("Compare", "Run the same prompt with another *draft source* (pick it below and press *Run this source*, "
+                   "or change it on the left), or press *Run all*: each finished run adds a row. The verdict and the "
+                   "chart compare only runs of this prompt with the same settings (every one that changes speed, LOI "
+                   "included); earlier prompts stay in the table, grouped by prompt."),
 ]
 
 
@@ -183,9 +184,13 @@ VIEWS = [
     View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
     View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(strategy_help(), elem_classes="help"), None),
+    View("compare_pick", "Compare", lambda: gr.Dropdown(strategy_choices(), value="random", label="draft source",
+                                                      elem_id="compare-pick", scale=3), None, row="compare-run"),
+    View("compare_run_one", "Compare", lambda: gr.Button("Run this source (this prompt and settings)", size="sm",
+                                                         elem_id="run-one-btn", scale=1), None, row="compare-run"),
     View("compare_run_all", "Compare", lambda: gr.Button(f"Run all {len(strategy_choices())} draft sources (this "
-                                                         "prompt, M, K and DET, auto off)", size="sm",
-                                                         elem_id="run-all-btn"), None),
+                                                         "prompt, M, K, DET and LOI, auto off)", size="sm",
+                                                         elem_id="run-all-btn", scale=1), None, row="compare-run"),
     View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
          lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
