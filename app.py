@@ -269,7 +269,7 @@ def load_trace(file):
     return out
 
 
-STEPPED = ("tokens", "layer_map", "explanation", "dp_choice", "dp_table", "step")
+STEPPED = ("tokens", "layer_map", "explanation", "dp_choice", "dp_table", "step", "replay_pos", "replay")
 
 
 def step_to(state, index):

@@ -156,11 +156,17 @@ def replay_controls():
     return pos, {"replay_play": play, "replay_speed": speed, "replay_timer": timer}
 
 
-def replay_range(view: RunView | None):
+def round_frame(view: RunView | None, current: int | None) -> int:
+    """The first frame (0-based) of the round at position ``current`` in the run: where slow motion stands
+    when Teach selects that round."""
+    return next((i for i, f in enumerate(frames(view)) if f.round == (current or 0)), 0)
+
+
+def replay_range(view: RunView | None, current: int | None = None):
     import gradio as gr
 
     n = len(frames(view))
-    return gr.update(minimum=1, maximum=max(2, n), value=1, interactive=n > 1)
+    return gr.update(minimum=1, maximum=max(2, n), value=round_frame(view, current) + 1, interactive=n > 1)
 
 
 def replay_seek(state, pos):

@@ -18,7 +18,7 @@ from .compare import compare_dataframe, compare_figure, conclusion, strategy_cho
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
-from .replay import replay_controls, replay_html, replay_range
+from .replay import replay_controls, replay_html, replay_range, round_frame
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
 from .state import RunState
@@ -172,8 +172,9 @@ VIEWS = [
          lambda s: explain_round(s.clasp, s.current or 0, measured_costs(s.clasp, s.vanilla))),
     View("rule", "Teach", lambda: gr.Markdown(ACCEPTANCE_RULE, elem_classes="help"), None),
     View("replay_help", "Teach", lambda: gr.Markdown(REPLAY_HELP, elem_classes="help"), None),
-    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp)),
-    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"), lambda s: replay_html(s.clasp, 0)),
+    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp, s.current)),
+    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"),
+         lambda s: replay_html(s.clasp, round_frame(s.clasp, s.current))),
     View("analysis_help", "Teach", lambda: gr.Markdown(ANALYSIS_HELP, elem_classes="help"), None),
     View("persistence", "Teach", lambda: gr.Plot(persistence_figure(None)), lambda s: persistence_figure(s.clasp),
          row="plots"),
