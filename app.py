@@ -40,7 +40,7 @@ from ui.live import Pacer, Page, RunStop, batches, calm_queue, start_engine
 from ui.models import AppModels, Loading, Policy, default_spec, offered_presets
 from ui.sessions import Sessions, session_key
 from ui.state import RunState
-from ui.views import VIEWS, Snapshot, build_tabs, render
+from ui.views import VIEWS, Snapshot, build_tabs, build_top, render
 
 ASSETS = Path(__file__).parent / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
@@ -310,6 +310,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
                     elem_id="intro")
+        top = build_top()                              # the primer (ui.primer)
         with gr.Row():
             with gr.Column(scale=1, min_width=320, elem_id="controls"):
                 prompt = gr.Textbox(label="Prompt", lines=5, placeholder="Ask something…", elem_id="prompt",
@@ -346,6 +347,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     download = gr.File(label="this run's trace", interactive=False, elem_id="trace-download")
             with gr.Column(scale=3, elem_id="views"):
                 V = build_tabs()
+        V.update(top)
         V.update(status=status, download=download, run_state=run_state, num_skip=num_skip, history=history)
         VIEW_COMPONENTS.clear()
         VIEW_COMPONENTS.update(V)

@@ -303,3 +303,27 @@ def test_compare_runs_the_one_source_picked_there(monkeypatch):
     for source in ("random", "clasp-once"):
         list(app.run_source("Hi", "", 14, 8, 0.7, 1, 0.0, 1.0, 0, 16, True, source, []))
     assert calls == [(False, "random"), (True, "clasp-once")]        # auto only where the DP's table is built
+
+
+def test_the_primer_fills_in_this_runs_numbers_and_marks_the_ones_not_measured():
+    from ui.costs_view import measured_costs
+    from ui.primer import NOT_YET, primer_md
+
+    before = primer_md(None, None)
+    assert before.count(NOT_YET) >= 5 and "memory-bound" in before and "τ > k̄ · r<sub>d</sub>" in before
+    assert before.index("When a round yields more tokens") < before.index("In symbols")    # words first
+
+    events, rounds = mixed_run()
+    state = RunState(events + vanilla(10))
+    c = measured_costs(state.clasp, state.vanilla)
+    after = primer_md(state.clasp, state.vanilla)
+    assert NOT_YET not in after
+    assert f"cost **{c.r_verify:.2f}** plain steps" in after
+    assert f"= **{c.round_cost:.2f}**: drafting paid" in after
+    assert f"a draft step with M = 1 of L = {L} cost **{c.r_draft:.2f}** of a full step" in after
+
+    plain = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0) for i in range(9)]
+    never = RunState([prefill(auto=True), *plain, done(plain, tokens_per_s=11.2)] + vanilla(10))
+    text = primer_md(never.clasp, never.vanilla)
+    assert "this run drafted nothing" in text and "no drafting: both sides decoded plainly" in text
+    assert "speedup" not in text.split("**This run:**")[1]

@@ -18,6 +18,7 @@ from .compare import compare_dataframe, compare_figure, conclusion, strategy_cho
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
+from .primer import primer_md
 from .replay import replay_controls, replay_html, replay_range, round_frame
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
@@ -143,7 +144,11 @@ def _step_controls():
     return slider, {"prev": prev, "next": nxt}
 
 
+TOP = "top"                             # views above the tabs (the primer): app.py lays them out via build_top
+
 VIEWS = [
+    View("primer", TOP, lambda: gr.Markdown(primer_md(None, None), elem_id="primer"),
+         lambda s: primer_md(s.clasp, s.vanilla)),
     View("summary", "Tokens", lambda: gr.HTML("", elem_id="summary"), lambda s: summary_html(s.clasp, s.vanilla),
          live=True),
     View("tokens", "Tokens", lambda: gr.HTML(token_html(None), elem_id="tokens-clasp"),
@@ -204,6 +209,12 @@ VIEWS = [
 def render(views: dict[str, gr.Component], snap: Snapshot, heavy: bool = True) -> dict:
     """{component: value} for the live views, and for the others too when ``heavy``."""
     return {views[v.name]: v.render(snap) for v in VIEWS if v.render and (heavy or v.live) and v.name in views}
+
+
+def build_top() -> dict[str, gr.Component]:
+    """The views above the tabs (inside a gr.Blocks), in an open accordion; returns them by view name."""
+    with gr.Accordion("CLaSp in four sentences (this run's numbers filled in)", open=True, elem_id="primer-box"):
+        return {v.name: v.make() for v in VIEWS if v.tab == TOP}
 
 
 def build_tabs() -> dict[str, gr.Component]:
