@@ -327,3 +327,15 @@ def test_the_primer_fills_in_this_runs_numbers_and_marks_the_ones_not_measured()
     text = primer_md(never.clasp, never.vanilla)
     assert "this run drafted nothing" in text and "no drafting: both sides decoded plainly" in text
     assert "speedup" not in text.split("**This run:**")[1]
+
+
+def test_the_projection_uses_the_gpu_costs_measured_and_says_why_the_papers_70b_sits_above():
+    from html import unescape
+
+    from ui.costs_view import projection_html
+
+    text = unescape(projection_html())
+    assert "one DP 5.6 full steps" in text and "one DP 5.8 full steps" in text       # BENCHMARKS.md, H200
+    assert "<th>H200 costs, LOI 128</th>" in text and "0.41×–0.59×" in text          # 8B at LOI 1, measured costs
+    assert "Why the paper's 1.67× for LLaMA-3-70B sits above both projections at LOI 128" in text
+    assert "1.24× for LLaMA-3-8B" not in text              # the 8B figure sits inside the projected range
