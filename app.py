@@ -386,6 +386,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         auto.change(knob_notes, auto, [det, loi, seed], api_name=False)
         strategy.change(auto_for_strategy, [strategy, auto], auto, api_name=False)
         demo.load(page_opened, None, num_skip, api_name=False)
+        demo.load(lambda: MODELS.readiness(ARGS.model), None, status, api_name=False)
         demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
     calm_queue(demo)                   # no 1 ms polling of the queue beside the engine (ui.live)

@@ -79,3 +79,21 @@ def test_a_setting_that_is_not_a_number_is_refused_before_any_model_loads(monkey
     monkeypatch.setattr(app.MODELS, "loader", lambda *a, **k: pytest.fail("no model should load"))
     with pytest.raises(gr.Error, match="LOI must be a whole number, got 'often'"):
         next(app.run("Hi", "", 8, 4, 0.3, "often", 0.0, 1.0, 0, 8, False))
+
+
+def test_until_the_model_is_ready_the_status_says_what_the_first_run_waits_for(monkeypatch):
+    from types import SimpleNamespace
+
+    from ui.models import AppModels, announced
+
+    models = AppModels("default", "cpu")
+    first = models.readiness(None)
+    assert first != "Ready." and "converting the embedded weights once" in first and "warm-up" in first
+    models.loading = "default"
+    assert models.readiness(None).startswith("Loading default for another run")
+    models.loading = None
+    monkeypatch.setattr(models, "loaded", lambda spec, dtype="auto": SimpleNamespace())
+    assert models.readiness(None) == "Ready."
+    said, ran = [], []
+    announced(ran.append, said.append)("lm")
+    assert said[0].startswith("Warming up") and ran == ["lm"]          # said before it runs
