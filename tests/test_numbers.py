@@ -325,7 +325,7 @@ def test_the_primer_fills_in_this_runs_numbers_and_marks_the_ones_not_measured()
     plain = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0) for i in range(9)]
     never = RunState([prefill(auto=True), *plain, done(plain, tokens_per_s=11.2)] + vanilla(10))
     text = primer_md(never.clasp, never.vanilla)
-    assert "this run drafted nothing" in text and "no drafting: both sides decoded plainly" in text
+    assert text.count("this run drafted nothing") == 3 and "no drafting: both sides decoded plainly" in text
     assert "speedup" not in text.split("**This run:**")[1]
 
 

@@ -12,6 +12,7 @@ from .speed import speedup_text
 from .state import RunView
 
 NOT_YET = "*not yet measured*"
+NOT_DRAFTED = "*not measured, this run drafted nothing*"
 
 
 def _b(value: str) -> str:
@@ -34,7 +35,7 @@ def check_sentence(c: Costs | None, never: bool) -> str:
         here = (f"Here a check of {c.k + 1:.1f} positions cost {_b(f'{c.r_verify:.2f}')} plain steps "
                 f"({c.r_verify * c.step_s * 1e3:.0f} ms against {c.step_s * 1e3:.0f} ms for one plain step)")
     else:
-        here = "Here: " + ("*not measured, this run drafted nothing*" if never else NOT_YET)
+        here = "Here: " + (NOT_DRAFTED if never else NOT_YET)
     return ("**Why checking is cheap.** On a GPU, making one token is *memory-bound*: most of a step's time goes "
             "to reading the model's weights, and one pass reads them once whether it scores 1 position or 9, so "
             f"checking k tokens costs about one step (on a CPU the arithmetic counts too, so it costs more). {here}.")
@@ -45,14 +46,14 @@ def pays_sentence(c: Costs | None, never: bool) -> str:
              "times their cost, plus the check, plus the layer choice (the DP) spread over the LOI rounds that "
              "share it. In symbols: τ > k̄ · r<sub>d</sub> + r<sub>v</sub> + DP ÷ LOI")
     if c is None:
-        return words + "; here " + ("*not measured, this run drafted nothing*" if never else NOT_YET) + "."
+        return words + "; here " + (NOT_DRAFTED if never else NOT_YET) + "."
     dp = f" + {c.dp:.2f} ÷ {c.loi:.1f}" if c.dp and c.loi else ""
     verdict = "drafting paid" if c.tau > c.round_cost else "drafting did not pay"
     return (words + f"; here τ over drafting rounds {_b(f'{c.tau:.2f}')} against {c.k:.2f} · {c.r_draft:.2f} + "
             f"{c.r_verify:.2f}{dp} = {_b(f'{c.round_cost:.2f}')}: {verdict}.")
 
 
-def skip_sentence(clasp: RunView | None, c: Costs | None) -> str:
+def skip_sentence(clasp: RunView | None, c: Costs | None, never: bool) -> str:
     text = ("**Why a light draft can cost a full step.** A draft step skips whole layers but still reads every "
             "kept layer and the output layer (the lm_head, large in a small model) and pays the same fixed work per "
             "step, so skipping M of L layers saves less than M/L; with few layers skipped it costs nearly a full "
@@ -62,7 +63,7 @@ def skip_sentence(clasp: RunView | None, c: Costs | None) -> str:
         share = f" (its layers alone would be {(L - m) / L:.2f})" if isinstance(m, int) and L else ""
         text += f" Here a draft step with M = {m} of L = {L} cost {_b(f'{c.r_draft:.2f}')} of a full step{share}."
     elif c is None:
-        text += f" Here: {NOT_YET}."
+        text += " Here: " + (NOT_DRAFTED if never else NOT_YET) + "."
     return text
 
 
@@ -72,7 +73,7 @@ def primer_md(clasp: RunView | None, vanilla: RunView | None) -> str:
     c = measured_costs(clasp, vanilla) if done else None
     never = done and c is None
     parts = [round_sentence(clasp if done else None, c), check_sentence(c, never), pays_sentence(c, never),
-             skip_sentence(clasp, c)]
+             skip_sentence(clasp, c, never)]
     speed = speedup_text(clasp, vanilla)
     result = (f"**This run:** {speed if speed.startswith('no drafting') else f'speedup {speed} against vanilla'}."
               if done else
