@@ -197,7 +197,7 @@ def compare_figure(history: list | None, state: RunState | None) -> Figure:
     rows = same_settings(history, state)
     fig = Figure()
     if rows:
-        names = [f"{i + 1}. {r['strategy']}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
+        names = [f"{i + 1}. {_label(r)}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
                  for i, r in enumerate(rows)]
         fig.add_trace("bar", x=names, y=[r["τ"] for r in rows], name="τ (tokens per round)",
                       marker=dict(color=SKIPPED), offsetgroup="tau")
