@@ -213,7 +213,7 @@ def test_compare_sets_only_runs_with_the_same_settings_side_by_side():
 
     history = [row("clasp", 1.4, det=0.3), row("static", 1.2, det=0.7), row("clasp", 1.3, det=0.7)]
     fig = compare_figure(history, None)
-    assert list(fig.data[0].x) == ["1. static", "2. clasp"]                 # the DET 0.3 run is left out
+    assert list(fig.data[0].x) == ["1. static", "2. CLaSp"]                 # the DET 0.3 run is left out
     verdict = conclusion(history, None)
     assert "DET 0.7" in verdict and "1 run(s) of this prompt with other settings are left out" in verdict
 
