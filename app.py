@@ -264,7 +264,8 @@ def load_trace(file):
     V = VIEW_COMPONENTS
     state = RunState(events)
     out = render(V, Snapshot(state))
-    out.update({V["status"]: f"Replaying {Path(str(path)).name} ({len(events)} events, no model needed).",
+    note = auto_summary(state.clasp, state.clasp.prefill.device) if state.clasp and state.clasp.prefill else ""
+    out.update({V["status"]: f"Replaying {Path(str(path)).name} ({len(events)} events, no model needed).{note}",
                 V["download"]: str(path), V["run_state"]: state})
     return out
 

@@ -97,3 +97,17 @@ def test_until_the_model_is_ready_the_status_says_what_the_first_run_waits_for(m
     said, ran = [], []
     announced(ran.append, said.append)("lm")
     assert said[0].startswith("Warming up") and ran == ["lm"]          # said before it runs
+
+
+def test_a_replayed_auto_run_says_what_auto_did_and_that_it_never_drafted(page):
+    from pathlib import Path
+
+    import app
+
+    out = app.load_trace(str(Path(__file__).resolve().parents[1] / "assets" / "no-draft-trace.jsonl"))
+    V = app.VIEW_COMPONENTS
+    status = out[V["status"]]
+    assert status.startswith("Replaying no-draft-trace.jsonl") and "auto decoded plainly" in status
+    assert "1.05×" in status and "acceptance 0.75, assumed" in status
+    assert "no drafting: both sides decoded plainly" in out[V["summary"]]
+    assert "speedup" not in out[V["summary"]]

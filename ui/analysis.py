@@ -64,7 +64,7 @@ def persistence_note(view: RunView | None) -> str:
     every = len(drafting) / max(1, chosen)
     if strategy != "clasp" or p.get("auto") or p.get("loi", 1) > 1 or chosen < len(drafting) * 0.5:
         how = ("auto stretched LOI" if p.get("auto") else
-               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {strategy} layer choice fixes it")
+               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {view.source} layer choice fixes it")
         return (f"*Reading this run:* the skip set was chosen {chosen}× for {len(drafting)} drafting rounds "
                 f"(about every {every:.0f} rounds: {how}), so rounds closer than that share their set by "
                 f"construction and the curve cannot tell how fast the set *would* change. To measure that, run "
