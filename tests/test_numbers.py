@@ -311,7 +311,7 @@ def test_the_primer_fills_in_this_runs_numbers_and_marks_the_ones_not_measured()
 
     before = primer_md(None, None)
     assert before.count(NOT_YET) >= 5 and "memory-bound" in before and "τ > k̄ · r<sub>d</sub>" in before
-    assert before.index("When a round yields more tokens") < before.index("In symbols")    # words first
+    assert before.index("When a round's tokens outnumber") < before.index("τ > k̄")          # words first
 
     events, rounds = mixed_run()
     state = RunState(events + vanilla(10))
@@ -319,8 +319,8 @@ def test_the_primer_fills_in_this_runs_numbers_and_marks_the_ones_not_measured()
     after = primer_md(state.clasp, state.vanilla)
     assert NOT_YET not in after
     assert f"cost **{c.r_verify:.2f}** plain steps" in after
-    assert f"= **{c.round_cost:.2f}**: drafting paid" in after
-    assert f"a draft step with M = 1 of L = {L} cost **{c.r_draft:.2f}** of a full step" in after
+    assert f"= **{c.round_cost:.2f}**: it paid" in after
+    assert f"M = 1 of L = {L}: **{c.r_draft:.2f}** of a full step" in after
 
     plain = [rnd(i, 1 + i, drafted=(), accepted=0, k_max=0) for i in range(9)]
     never = RunState([prefill(auto=True), *plain, done(plain, tokens_per_s=11.2)] + vanilla(10))

@@ -213,7 +213,7 @@ def render(views: dict[str, gr.Component], snap: Snapshot, heavy: bool = True) -
 
 def build_top() -> dict[str, gr.Component]:
     """The views above the tabs (inside a gr.Blocks), in an open accordion; returns them by view name."""
-    with gr.Accordion("CLaSp in four sentences (this run's numbers filled in)", open=True, elem_id="primer-box"):
+    with gr.Accordion("CLaSp in four sentences, with this run's numbers", open=True, elem_id="primer-box"):
         return {v.name: v.make() for v in VIEWS if v.tab == TOP}
 
 
