@@ -22,7 +22,8 @@ def _plain_reason(view: RunView, r) -> str:
     if left <= 1:
         return "only one token was left to generate, so there was nothing to draft"
     if view.params.get("auto"):
-        return round_reason(r.auto) or "auto chose a plain step: drafting was predicted slower here"
+        return round_reason(r.auto) or ("auto chose a plain step: no draft was predicted faster than a plain step "
+                                        "by its margin here")
     return "no draft was planned for this round"
 
 
