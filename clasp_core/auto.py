@@ -259,10 +259,14 @@ class AutoPolicy:
         c1 = self.c1
         note = {"reason": reason, "step_ms": c1 * 1e3 if c1 else None, "verify_slope": self.beta if c1 else None,
                 "plain_speed": 1.0, "measured_speed": self.measured_speed(), "hold": self.hold,
-                "fallbacks": self.fallbacks}
+                "fallbacks": self.fallbacks, "margin": self.margin,
+                # the windows the page names: how many samples each median above is over
+                "plain_n": len(self.plain_s), "verify_n": len(self.verify_s)}
         if arm is not None:
             note.update(M=arm.M, K=k, draft_speed=speed, alpha=alpha, r_draft=self.r_draft(arm),
-                        draft_measured=bool(arm.step_s), r_verify=verify_cost(self.beta, k))
+                        draft_measured=bool(arm.step_s), r_verify=verify_cost(self.beta, k),
+                        draft_n=len(arm.step_s), trials=arm.trials, accepted=arm.accepted,
+                        optimism=self.explore if arm.trials < self.explore_trials else 0.0)
         return note
 
     # ---- what a round tells ----------------------------------------------------------------

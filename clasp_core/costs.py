@@ -149,3 +149,27 @@ def projection(model: PaperModel, tau: float, m_frac: float = DEFAULT_SKIP_FRACT
     k = tau
     return Costs(step_s=0.0, k=k, r_draft=r_draft, r_verify=verify_cost(VERIFY_SLOPE_GPU, k), dp=1.0, loi=loi,
                  tau=tau)
+
+
+@dataclass(frozen=True)
+class ShapeCosts:
+    """A decode shape's round costs measured on a GPU, in full steps: BENCHMARKS.md, "GPU: one NVIDIA H200",
+    shape study (fp16, random weights, 512 tokens of context, per-layer CUDA graphs for the steps)."""
+    shape: str
+    r_draft: float            # one draft step with M = 0.45 L skipped
+    r_verify: float           # one verification of K + 1 = 9 tokens
+    dp: float                 # one run of the layer DP (eager layer calls: launch-bound)
+
+
+# The paper's models by the measured shape closest to them: the same width and depth for LLaMA-3-8B; for
+# LLaMA-3-70B the same depth (80 layers) at 18.5B, the largest shape measured.
+H200_SHAPES = {
+    "LLaMA-3-8B": ShapeCosts("llama3-8b (8.03B, L = 32)", r_draft=0.60, r_verify=1.19, dp=5.6),
+    "LLaMA-3-70B": ShapeCosts("deep-80 (18.5B, L = 80)", r_draft=0.56, r_verify=1.10, dp=5.8),
+}
+
+
+def measured_projection(shape: ShapeCosts, tau: float, loi: float = 1.0) -> Costs:
+    """The cost model with a measured shape's costs and a given τ (k̄ taken as τ, as in ``projection``):
+    the costs are measured, the τ is not, so the speedup is still a projection."""
+    return Costs(step_s=0.0, k=tau, r_draft=shape.r_draft, r_verify=shape.r_verify, dp=shape.dp, loi=loi, tau=tau)

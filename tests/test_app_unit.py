@@ -101,3 +101,35 @@ def test_run_all_takes_runs_parameters_and_gradio_hands_it_the_visitors_request(
 
     inputs = special_args(run_all, list(RUN_PARAMS), request="the visitor's request")[0]
     assert RUN_SIGNATURE.bind(*inputs).arguments == {**{n: n for n in RUN_PARAMS}, "request": "the visitor's request"}
+
+
+def test_until_the_model_is_ready_the_status_says_what_the_first_run_waits_for(monkeypatch):
+    from types import SimpleNamespace
+
+    from ui.serving.models import AppModels, announced
+
+    models = AppModels("default", "cpu")
+    first = models.readiness(None)
+    assert first != "Ready." and "converting the embedded weights once" in first and "warm-up" in first
+    models.loading = "default"
+    assert models.readiness(None).startswith("Loading default for another run")
+    models.loading = None
+    monkeypatch.setattr(models, "loaded", lambda spec, dtype="auto": SimpleNamespace())
+    assert models.readiness(None) == "Ready."
+    said, ran = [], []
+    announced(ran.append, said.append)("lm")
+    assert said[0].startswith("Warming up") and ran == ["lm"]          # said before it runs
+
+
+def test_a_replayed_auto_run_says_what_auto_did_and_that_it_never_drafted(page):
+    from pathlib import Path
+
+    from ui.serving import handlers
+
+    out = handlers.load_trace(str(Path(__file__).resolve().parents[1] / "assets" / "no-draft-trace.jsonl"))
+    V = handlers.APP.components
+    status = out[V["status"]]
+    assert status.startswith("Replaying no-draft-trace.jsonl") and "auto decoded plainly" in status
+    assert "1.05×" in status and "acceptance 0.75, assumed" in status
+    assert "no drafting: both sides decoded plainly" in out[V["summary"]]
+    assert "speedup" not in out[V["summary"]]

@@ -250,3 +250,35 @@ def test_replayed_lookup_token_shows_its_copied_source_on_hover(server, browser)
     assert "prompt lookup" in token.get_attribute("title")
     painted(d)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-lookup.png")))
+
+
+NO_DRAFT_TRACE = ROOT / "assets" / "no-draft-trace.jsonl"
+EXAMPLE_TRACE = ROOT / "assets" / "example-trace.jsonl"
+
+
+def test_the_primer_carries_the_runs_numbers_and_a_never_drafted_run_claims_no_speedup(server, browser):
+    """The primer above the tabs, filled in from a drafting run (assets/example-trace.jsonl); then an auto run
+    on a CPU that never drafted (assets/no-draft-trace.jsonl): the header says its difference is noise."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(server)
+    wait_for(lambda: "not yet measured" in d.find_element(By.ID, "primer").text, "the primer", 60)
+    replay_trace(d, server, EXAMPLE_TRACE)
+    wait_for(lambda: "not yet measured" not in d.find_element(By.ID, "primer").text, "the primer's numbers", 60)
+    primer = d.find_element(By.ID, "primer").text
+    assert "memory-bound" in primer and "τ > k̄ · r" in primer and "This run: speedup" in primer
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-primer.png")))
+
+    replay_trace(d, server, NO_DRAFT_TRACE)
+    said = "no drafting: both sides decoded plainly"
+    wait_for(lambda: said in d.find_element(By.ID, "summary").text, "the no-drafting line", 60)
+    assert "speedup" not in d.find_element(By.ID, "summary").text
+    assert "this run drafted nothing" in d.find_element(By.ID, "primer").text
+    d.execute_script("document.getElementById('summary').scrollIntoView({block: 'center'})")
+    time.sleep(0.5)
+    d.save_screenshot(str(SCREENSHOT.with_name("screenshot-no-draft.png")))
+    click_tab(d, "Timing")
+    wait_for(lambda: said in d.find_element(By.ID, "timing").text, "the Timing tab's no-drafting line", 30)

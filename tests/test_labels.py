@@ -98,6 +98,33 @@ def test_a_det_stop_is_neither_plain_nor_verify_of_drafts():
     assert "below the confidence threshold" in explain_round(view, 0)
 
 
+def test_a_round_cut_at_det_has_one_name_one_colour_and_one_count_everywhere():
+    from html import unescape
+
+    from ui.views.analysis import accepted_histogram
+    from ui.views.costs_view import measured_costs
+    from ui.views.palette import BELOW_DET
+    from ui.views.replay import frames, replay_html
+
+    det = rnd(1, 3, skip=(1,), drafted=(), accepted=0, k_max=4)           # the draft ran once, below DET
+    events = [prefill(), rnd(0, 1, drafted=(6,), accepted=1), det, rnd(2, 4, drafted=(6,), accepted=1)]
+    state = RunState(events + [prefill("vanilla"), *(Step(index=i, token=5, text="x", seconds=0.02)
+                                                     for i in range(1, 6))])
+    view = state.clasp
+    tokens = unescape(token_html(view))
+    assert 'data-kind="det"' in tokens and "below DET" in tokens                   # Tokens tab: its own kind
+    assert "below DET (draft discarded)" in tokens                                  # ... and its legend entry
+    last = frames(view).index(next(f for f in frames(view) if f.round == 1))
+    slow = unescape(replay_html(view, last))
+    assert "Below DET" in slow and "No draft this round" not in slow and "tok-det" in slow
+    assert round_kind(det) == "below DET" and "below DET" in rounds_dataframe(view)["kind"].tolist()
+    teach = explain_round(view, 1, measured_costs(state.clasp, state.vanilla))
+    assert "Below DET" in teach and "draft 10 ms + check 20 ms" in teach          # its draft time is priced
+    hist = accepted_histogram(view)
+    assert [t.name for t in hist.data] == ["drafted", "below DET"] and hist.data[1].y == [1]
+    assert hist.data[1].marker["color"] == BELOW_DET and "(3)" in hist.layout.title["text"]
+
+
 def test_the_same_token_has_the_same_number_in_both_streams():
     clasp = [prefill(), rnd(0, 1, drafted=(6,), accepted=1)]              # tokens #1 (draft) and #2 (bonus)
     vanilla = [prefill("vanilla"), Step(index=1, token=6, text="d6", seconds=0.01),

@@ -54,3 +54,18 @@ def test_the_timer_steps_frames_and_stops_at_the_end():
     assert pos == 2 and timer.active and label == PAUSE
     pos, html, timer, label = replay_tick(state, 4)
     assert pos == 5 and not timer.active and label == PLAY and "round 2 of 2" in html
+
+
+def test_slow_motion_follows_the_round_selected_in_teach():
+    import gradio  # noqa: F401  (the registry builds gradio updates)
+
+    import app
+    from ui.views.registry import VIEWS, Snapshot
+
+    state = RunState(run().events)
+    by = {v.name: v for v in VIEWS}
+    snap = Snapshot(state, current=1)                           # Teach shows round 2
+    assert "round 2 of 2 · frame" in unescape(by["replay"].render(snap))
+    first = next(i for i, f in enumerate(frames(state.clasp)) if f.round == 1)
+    assert by["replay_pos"].render(snap)["value"] == first + 1
+    assert {"replay", "replay_pos"} <= set(app.STEPPED)         # the round selector re-renders both

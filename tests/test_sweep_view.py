@@ -22,6 +22,8 @@ def test_points_are_the_benchs_pooled_numbers_and_the_optimum_is_marked():
     fig = sweep_figure()
     stars = [t for t in fig.data if t.name == "fastest"]
     assert len(stars) == 4 and stars[3].x == ("64",) and stars[3].text[0].startswith("★")
+    # LOI's best is its last value, at the panel's right edge: its label leans inwards and is not clipped
+    assert stars[3].textposition == "top left" and stars[3].cliponaxis is False
 
 
 def test_a_missing_sweep_says_so():

@@ -210,6 +210,21 @@ def test_the_summary_and_timing_table_name_the_draft_source(views):
     assert once.source == "DP once"
 
 
+@pytest.mark.parametrize("strategy, name", [("static", "static"), ("early-exit", "early exit"),
+                                            ("clasp-once", "DP once"), ("random", "random")])
+def test_no_label_calls_another_draft_source_clasp(views, strategy, name):
+    import dataclasses
+
+    c, v = views["clasp"], views["vanilla"]
+    run = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": strategy}),
+                      *c.choices, *c.rounds, c.done])
+    timing = timing_html(run, v)
+    assert f"Lossless: {name}'s {len(c.done.output_ids)} tokens" in timing.replace("&#x27;", "'")
+    assert "CLaSp" not in timing
+    lanes = {t.y[0] for t in timeline_figure(run, v).data}
+    assert lanes == {name, "vanilla"}
+
+
 def test_live_figures_are_valid_plotly(views):
     """The live figures skip plotly.py's validation on the page (ui.views.figure); here every one of them,
     empty and from the recorded trace, is built again as a validated plotly figure, and what the page

@@ -19,7 +19,7 @@ from ui.serving.models import offered_presets
 from ui.views import replay
 from ui.views.compare import strategy_choices
 from ui.views.knobs import knob
-from ui.views.registry import VIEWS, build_tabs
+from ui.views.registry import VIEWS, build_tabs, build_top
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
@@ -37,6 +37,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     "dynamic program ([arXiv 2505.24196](https://arxiv.org/abs/2505.24196)). The draft is the model "
                     "itself with M layers skipped; the full model verifies. Output is identical to plain decoding.",
                     elem_id="intro")
+        top = build_top()                              # the primer (ui.views.primer)
         with gr.Row():
             with gr.Column(scale=1, min_width=320, elem_id="controls"):
                 prompt = gr.Textbox(label="Prompt", lines=5, placeholder="Ask something…", elem_id="prompt",
@@ -70,6 +71,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
                     download = gr.File(label="this run's trace", interactive=False, elem_id="trace-download")
             with gr.Column(scale=3, elem_id="views"):
                 V = build_tabs()
+        V.update(top)
         V.update(status=status, download=download, run_state=run_state, num_skip=num_skip, history=history)
         APP.components.clear()
         APP.components.update(V)
@@ -86,6 +88,8 @@ def build(default_model: str | None = None) -> gr.Blocks:
         run_btn.click(handlers.run, inputs, outputs, api_name="run", **progress)
         prompt.submit(handlers.run, inputs, outputs, api_name=False, **progress)
         V["compare_run_all"].click(handlers.run_all, inputs, outputs, api_name="run_all", **progress)
+        picked = [V["compare_pick"] if c is strategy else c for c in inputs]
+        V["compare_run_one"].click(handlers.run_source, picked, outputs, api_name=False, **progress)
         replay_out = [V["replay_pos"], V["replay"], V["replay_timer"], V["replay_play"]]
         # the replay needs no model: its cheap handlers skip the queue, so a run elsewhere never stalls them
         V["replay_timer"].tick(replay.replay_tick, [run_state, V["replay_pos"]], replay_out, api_name=False,
@@ -108,6 +112,7 @@ def build(default_model: str | None = None) -> gr.Blocks:
         auto.change(handlers.knob_notes, auto, [det, loi, seed], api_name=False)
         strategy.change(handlers.auto_for_strategy, [strategy, auto], auto, api_name=False)
         demo.load(handlers.page_opened, None, num_skip, api_name=False)
+        demo.load(lambda: APP.models.readiness(APP.args.model), None, status, api_name=False)
         demo.unload(handlers.end_session)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_MAX)
     calm_queue(demo)                   # no 1 ms polling of the queue beside the engine (ui.serving.live)

@@ -98,10 +98,21 @@ def run_all(*args, **kwargs):
             yield out
 
 
+@functools.wraps(run, assigned=("__annotations__",))
+def run_source(*args, **kwargs):
+    """Compare's "Run this source": the source picked there, with the page's settings (auto only for the
+    sources that build the DP's table, as on the left)."""
+    given = RUN_SIGNATURE.bind(*args, **kwargs)
+    given.apply_defaults()
+    params = given.arguments
+    params["auto"] = bool(params["auto"]) and params["strategy"] in DP_STRATEGIES
+    yield from run(**params)
+
+
 def queued_models(demo: gr.Blocks) -> list[tuple[str, str]]:
     """The models that the runs waiting in the page's queue ask for (their raw inputs), read through
     ui.serving.gradio_private: empty on a Gradio it was not written for."""
-    fn_run = {id(run), id(run_all)}
+    fn_run = {id(run), id(run_all), id(run_source)}
     at = RUN_PARAMS.index("model")
     return [(default_spec(data[at] if isinstance(data[at], str) else "", DEFAULT_SPEC), APP.models.device)
             for fn, data in gradio_private.queued_calls(demo) if id(fn) in fn_run and len(data) > at]
@@ -146,7 +157,7 @@ def decode(prompt, model, cfg, key, history, dtype="auto"):
                 break
             t0 = pacer.clock.now()
             heavy = pacer.heavy_due()
-            method = "vanilla" if snap.vanilla else "CLaSp"
+            method = "vanilla" if snap.vanilla else snap.clasp.source if snap.clasp else "CLaSp"
             out = render(V, snap, heavy)
             out[V["status"]] = f"Decoding with {method}… ({where})"
             yield out
@@ -224,12 +235,13 @@ def load_trace(file):
     V = APP.components
     state = RunState(events)
     out = render(V, Snapshot(state))
-    out.update({V["status"]: f"Replaying {Path(str(path)).name} ({len(events)} events, no model needed).",
+    note = auto_summary(state.clasp, state.clasp.prefill.device) if state.clasp and state.clasp.prefill else ""
+    out.update({V["status"]: f"Replaying {Path(str(path)).name} ({len(events)} events, no model needed).{note}",
                 V["download"]: str(path), V["run_state"]: state})
     return out
 
 
-STEPPED = ("tokens", "layer_map", "explanation", "dp_choice", "dp_table", "step")
+STEPPED = ("tokens", "layer_map", "explanation", "dp_choice", "dp_table", "step", "replay_pos", "replay")
 
 
 def step_to(state, index):

@@ -256,7 +256,28 @@ class AppModels(ModelCache):
         if not ENGINE.here():
             return ENGINE.call(self.load, spec, progress, warm, dtype)
         spec, device, dtype = self.key(spec, dtype)
-        return self.get(spec, device, progress, prepare=warm_up if warm else None, dtype=dtype)
+        return self.get(spec, device, progress, prepare=announced(warm_up, progress) if warm else None, dtype=dtype)
+
+    def readiness(self, spec: str | None) -> str:
+        """The status line as the page opens: what the first run will wait for while the model is not in memory
+        (a load under way for another run, or converting, loading and warming up), else ready."""
+        if self.loaded(spec) is not None:
+            return "Ready."
+        if self.loading is not None:
+            return f"Loading {self.loading} for another run (converting, loading, warming up); a run waits for it…"
+        first = ("on a first start, converting the embedded weights once, about 30 s; then loading"
+                 if default_spec(spec, self.default) == "default" else "fetching it if need be, then loading")
+        return (f"Ready. The model is not in memory yet: the first run loads it first ({first} and a short "
+                f"warm-up), and says each step here.")
+
+
+def announced(prepare: Callable[[LoadedModel], None], progress: Callable[[str], None] | None):
+    """The warm-up, said on the status line before it runs (a first run otherwise waits in silence)."""
+    def run(lm: LoadedModel) -> None:
+        if progress is not None:
+            progress("Warming up: one short run of each loop, so the first measured run does not pay for it…")
+        prepare(lm)
+    return run
 
 
 class Loading:

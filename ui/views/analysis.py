@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from .figure import Figure
-from .palette import ACCEPTED, SKIPPED, styled
-from .state import RunView
+from .palette import ACCEPTED, BELOW_DET, BELOW_DET_RULE, SKIPPED, styled
+from .state import RunView, is_below_det
 
 
 def jaccard(a: set, b: set) -> float:
@@ -34,13 +34,22 @@ def persistence_figure(view: RunView | None) -> Figure:
 
 
 def accepted_histogram(view: RunView | None) -> Figure:
+    """Accepted drafts per drafting round; rounds cut at DET (0 tokens drafted) are drafting rounds too,
+    stacked at 0 in their own colour."""
     fig = Figure()
-    counts = Counter(r.accepted for r in view.rounds if r.drafted) if view else Counter()
-    if counts:
-        xs = list(range(0, max(counts) + 1))
-        fig.add_trace("bar", x=xs, y=[counts.get(x, 0) for x in xs], marker=dict(color=ACCEPTED), name="rounds")
-    return styled(fig, title="Accepted drafts per round", xaxis_title="accepted", yaxis_title="rounds",
-                  height=320, margin=dict(l=50, r=20, t=50, b=40))
+    rounds = [r for r in view.rounds if r.drafting] if view else []
+    counts = Counter(r.accepted for r in rounds if r.drafted)
+    det = sum(is_below_det(r) for r in rounds)
+    if counts or det:
+        xs = list(range(0, max(counts, default=0) + 1))
+        fig.add_trace("bar", x=xs, y=[counts.get(x, 0) for x in xs], marker=dict(color=ACCEPTED),
+                      name="drafted", hovertemplate="%{y} round(s) accepted %{x} draft(s)<extra></extra>")
+        if det:
+            fig.add_trace("bar", x=[0], y=[det], marker=dict(color=BELOW_DET), name="below DET",
+                          hovertemplate=f"%{{y}} round(s) below DET: {BELOW_DET_RULE}<extra></extra>")
+    return styled(fig, title=f"Accepted drafts per drafting round ({len(rounds)})", xaxis_title="accepted",
+                  yaxis_title="rounds", barmode="stack", height=320, margin=dict(l=50, r=20, t=50, b=40),
+                  legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom"))
 
 
 def persistence_note(view: RunView | None) -> str:
@@ -55,7 +64,7 @@ def persistence_note(view: RunView | None) -> str:
     every = len(drafting) / max(1, chosen)
     if strategy != "clasp" or p.get("auto") or p.get("loi", 1) > 1 or chosen < len(drafting) * 0.5:
         how = ("auto stretched LOI" if p.get("auto") else
-               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {strategy} layer choice fixes it")
+               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {view.source} layer choice fixes it")
         return (f"*Reading this run:* the skip set was chosen {chosen}× for {len(drafting)} drafting rounds "
                 f"(about every {every:.0f} rounds: {how}), so rounds closer than that share their set by "
                 f"construction and the curve cannot tell how fast the set *would* change. To measure that, run "

@@ -20,25 +20,58 @@ REASONS = {
 }
 
 
+def _window(n: int | None, what: str) -> str:
+    """'the median of its last 9 plain steps' (an older trace, without the count: 'up to 9')."""
+    from clasp_core.auto import WINDOW
+
+    return f"the median of its last {n} {what}" if n else f"the median of up to {WINDOW} recent {what}"
+
+
 def measured_costs_text(note: dict) -> str:
-    """'plain step 53 ms, a draft step (M = 14) 0.62 of it, verifying k drafts 1 + 0.35·k steps'."""
+    """Each input auto priced with, saying whether it was measured (and over which window) or assumed."""
     if not note or note.get("step_ms") is None:
         return ""
-    parts = [f"plain step {note['step_ms']:.0f} ms (median of recent ones)"]
+    parts = [f"a plain step {note['step_ms']:.0f} ms (measured: {_window(note.get('plain_n'), 'plain steps')}, "
+             f"the run's first left out as warm-up; capped by the median of its last 3 verifications once it has "
+             f"some)"]
     if note.get("r_draft") is not None:
-        est = "" if note.get("draft_measured") else " (estimated from the weights it reads: not drafted yet)"
-        parts.append(f"a draft step with M = {note['M']} skipped {note['r_draft']:.2f} of it{est}")
+        if note.get("draft_measured"):
+            how = f"measured: {_window(note.get('draft_n'), 'draft steps')} at this M"
+        else:
+            how = "an estimate from the weights it reads, not measured: nothing was drafted at this M yet"
+        parts.append(f"a draft step with M = {note['M']} skipped {note['r_draft']:.2f} of a plain step ({how})")
     if note.get("verify_slope") is not None:
-        parts.append(f"verifying k drafts 1 + {note['verify_slope']:.2f}·k steps")
-    return ", ".join(parts)
+        how = {None: "", 0: " (estimated from the prompt's pass: no verification measured yet)"}.get(
+            note.get("verify_n"), f" (measured: {_window(note.get('verify_n'), 'verifications')})")
+        parts.append(f"verifying k drafts 1 + {note['verify_slope']:.2f}·k plain steps{how}")
+    return "; ".join(parts)
+
+
+def acceptance_text(note: dict) -> str:
+    """The acceptance auto priced with: assumed until its draft was tested, then counted."""
+    alpha, trials = note["alpha"], note.get("trials")
+    if trials is None:                                       # an older trace: it did not say
+        return f"acceptance {alpha:.2f}"
+    if trials == 0:
+        return (f"acceptance {alpha:.2f}, assumed: nothing drafted at M = {note['M']} yet, so a 0.50 prior plus "
+                f"{note.get('optimism', 0):.2f} optimism that gets an untried draft tried")
+    extra = f", plus {note['optimism']:.2f} optimism while it is new" if note.get("optimism") else ""
+    return (f"acceptance {alpha:.2f}, measured: {note.get('accepted', 0)} of {trials} tested draft tokens "
+            f"accepted{extra}")
+
+
+def margin_text(note: dict) -> str:
+    m = note.get("margin", 1.05)
+    return (f"auto drafts only where a draft is predicted at least {m:.2f}× a plain step's speed, its margin "
+            f"against noise")
 
 
 def prediction_text(note: dict) -> str:
-    """'best draft (M = 14, K = 2): 0.93× a plain step's speed; plain step: 1.00×'."""
+    """'best draft (M = 14, K = 2; acceptance ...) predicted 0.93× a plain step's speed'."""
     if not note or note.get("draft_speed") is None:
         return ""
-    return (f"best draft (M = {note['M']}, K = {note['K']}, acceptance {note['alpha']:.2f}) predicted "
-            f"{note['draft_speed']:.2f}× a plain step's speed, a plain step 1.00×")
+    return (f"the best draft (M = {note['M']}, K = {note['K']}; {acceptance_text(note)}) was predicted at "
+            f"{note['draft_speed']:.2f}× a plain step's speed")
 
 
 def round_reason(note: dict | None) -> str:
@@ -51,11 +84,11 @@ def round_reason(note: dict | None) -> str:
 
         text = REASONS[reason].format(n=AutoPolicy.MIN_PLAIN, hold=note.get("hold", 0))
         costs = measured_costs_text(note)
-        return text + (f" (measured so far: {costs})" if costs else "")
+        return text + (f" (so far: {costs})" if costs else "")
     costs, pred = measured_costs_text(note), prediction_text(note)
     verdict = ("so it drafted" if note.get("choice") == "draft"
-               else f"so it took a plain step (it drafts only above {1.05:.2f}×)")
-    return f"auto measured {costs}; {pred}, {verdict}"
+               else f"so it took a plain step: {margin_text(note)}")
+    return f"auto priced with {costs}; {pred}, {verdict}"
 
 
 def auto_summary(view: RunView | None, device: str) -> str:
@@ -67,14 +100,18 @@ def auto_summary(view: RunView | None, device: str) -> str:
     last = next((r.auto for r in reversed(rounds) if r.auto and r.auto.get("step_ms") is not None), None)
     why = ""
     if last:
-        why = f" It decided from what it measured: {measured_costs_text(last)}"
+        why = f" At the end it priced with {measured_costs_text(last)}"
         pred = prediction_text(last)
-        why += f"; at the end, {pred}." if pred else "."
+        why += f"; {pred}; {margin_text(last)}." if pred else "."
+        why += (" (The Timing tab's medians are over all of a run's steps, warm-up included, so they can differ "
+                "from auto's.)")
         if last.get("fallbacks"):
             why += f" Drafting measured slower than plain steps {last['fallbacks']}× and auto fell back to plain steps."
     if not drafting:
-        return (f"  \n**auto decoded plainly**: on this device ({device}) drafting was predicted slower than plain "
-                f"steps in every round.{why} Untick *auto* to watch CLaSp draft anyway.")
+        margin = (last or {}).get("margin", 1.05)
+        return (f"  \n**auto decoded plainly**: on this device ({device}) no draft was predicted at least "
+                f"{margin:.2f}× a plain step's speed in any round it priced.{why} Untick *auto* to watch "
+                f"{view.source} draft anyway.")
     ks = [r.k_max for r in drafting]
     ms = sorted({len(r.skip) for r in drafting})
     d = view.done

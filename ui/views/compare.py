@@ -4,10 +4,11 @@ from __future__ import annotations
 import pandas as pd
 
 from clasp_core.metrics import acceptance_rate, speedup
-from clasp_core.strategies import DP_STRATEGIES, REGISTRY, registered
+from clasp_core.strategies import DP_STRATEGIES, LOOKUP_STRATEGIES, REGISTRY, registered, short_name
 
 from .figure import Figure
 from .palette import ACCEPTED, SKIPPED, styled
+from .speed import never_drafted, noise_text
 from .state import RunState
 
 HELP_INTRO = (
@@ -31,7 +32,7 @@ def strategy_help() -> str:
 
 
 COLUMNS = ["prompt", "settings", "strategy", "auto", "M", "K", "DET", "LOI", "τ", "acceptance", "drafted",
-           "tokens/s", "× vanilla", "note"]
+           "tokens/s", "× vanilla", "noise", "note"]
 MAX_HISTORY = 40
 FEW_DRAFTS = 20           # a row resting on fewer draft tokens than this is marked: its τ and acceptance are noise
 
@@ -47,7 +48,11 @@ def run_summary(state: RunState) -> dict | None:
             "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": loi_shown(c),
             "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),
-            "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None}
+            "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None,
+            "noise": noise_text(v).removeprefix("noise "), "never drafted": never_drafted(c),
+            # settings that change speed besides the knobs above: they group the rows (``settings``)
+            "loi_setting": p.get("loi"), "model": c.prefill.model, "dtype": c.prefill.dtype,
+            "max_new": p.get("max_new_tokens"), "top_p": p.get("top_p")}
 
 
 def loi_shown(view) -> str:
@@ -57,7 +62,7 @@ def loi_shown(view) -> str:
     strategy = p.get("strategy", "clasp")
     if strategy not in DP_STRATEGIES:
         return "–"
-    if not REGISTRY[strategy](0).due(1, 1):          # the DP's first choice kept for the whole run
+    if dp_once(strategy):                            # the DP's first choice kept for the whole run
         return "once"
     if p.get("auto"):
         drafting = sum(r.drafting for r in view.rounds)
@@ -66,10 +71,17 @@ def loi_shown(view) -> str:
 
 
 def settings(row: dict) -> str:
-    """What must be equal for two rows to be compared: auto, M, K, DET (unused by auto) and temperature."""
+    """What must be equal for two rows to be compared: every setting that changes speed (auto, M, K, DET unless
+    auto, LOI, temperature and top-p, the model and its dtype, the token limit)."""
     det = "–" if row["auto"] else row["DET"]
     t = row.get("temperature", 0.0)
-    return f"{'auto' if row['auto'] else 'fixed'}, M {row['M']}, K {row['K']}, DET {det}" + (f", T {t}" if t else "")
+    loi = row.get("loi_setting", row["LOI"])
+    text = f"{'auto' if row['auto'] else 'fixed'}, M {row['M']}, K {row['K']}, DET {det}, LOI {loi}"
+    if t:
+        text += f", T {t}" + (f", top-p {row['top_p']}" if row.get("top_p") not in (None, 1.0) else "")
+    extra = [str(row[k]) for k in ("model", "dtype") if row.get(k)]
+    extra += [f"{row['max_new']} tokens"] if row.get("max_new") else []
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def remember(history: list | None, state: RunState) -> list:
@@ -111,7 +123,20 @@ def _short(prompt: str, n: int = 48) -> str:
 
 
 def _note(r: dict) -> str:
+    if r.get("never drafted"):
+        return "never drafted: its × vanilla is noise"
     return f"few drafts ({r['drafted']}): noisy" if r["drafted"] < FEW_DRAFTS else ""
+
+
+def fixed_set(r: dict) -> bool:
+    """The run kept one skip set (chosen offline, by rule, at random, or by the DP once on the prompt)."""
+    name = r["strategy"]
+    return name not in LOOKUP_STRATEGIES and (name not in DP_STRATEGIES or dp_once(name))
+
+
+def dp_once(name: str) -> bool:
+    """The source runs the layer DP once, on the prompt, and keeps its set for the whole run."""
+    return name in REGISTRY and not REGISTRY[name](0).due(1, 1)
 
 
 def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFrame:
@@ -126,9 +151,8 @@ def compare_dataframe(history: list | None, state: RunState | None) -> pd.DataFr
 
 
 def _label(r: dict) -> str:
-    """The strategy's short name: its selector label up to the colon (the bare name if it is unknown)."""
-    s = REGISTRY.get(r["strategy"])
-    return s.label.split(":")[0] if s else r["strategy"]
+    """The draft source's short name, as every view calls it."""
+    return short_name(r["strategy"])
 
 
 def conclusion(history: list | None, state: RunState | None) -> str:
@@ -138,17 +162,19 @@ def conclusion(history: list | None, state: RunState | None) -> str:
     for r in rows:                                   # the latest run of each strategy
         by[r["strategy"]] = r
     if len(by) < 2:
-        return ("**Verdict:** run at least two layer choices on this prompt with the same M, K and DET (or press "
-                "*Run all*) for a verdict.")
+        return ("**Verdict:** run at least two draft sources on this prompt with the same settings (M, K, DET, LOI, "
+                "model, dtype, token limit) for a verdict: pick one below and press *Run this source*, or press "
+                "*Run all*.")
     rows = list(by.values())
     best_tau = max(rows, key=lambda r: r["τ"])
     fastest = max(rows, key=lambda r: r["× vanilla"] or 0)
-    text = (f"**Verdict** (this prompt, {settings(rows[0])}, {len(rows)} layer choices): "
+    text = (f"**Verdict** (this prompt, {settings(rows[0])}, {len(rows)} draft sources): "
             f"{_label(best_tau)} drafts best (τ {best_tau['τ']:.2f}"
             + (f", acceptance {best_tau['acceptance']:.2f}" if best_tau["acceptance"] is not None else "") + "); "
-            f"{_label(fastest)} is fastest ({fastest['× vanilla']:.2f}× vanilla).")
+            f"{_label(fastest)} is fastest ({fastest['× vanilla']:.2f}× vanilla"
+            + (f", noise {fastest['noise']}" if fastest.get("noise") else "") + ").")
     clasp = by.get("clasp")
-    fixed = [r for r in rows if r["strategy"] not in DP_STRATEGIES]
+    fixed = [r for r in rows if fixed_set(r)]
     if clasp and fixed:
         best_fixed = max(fixed, key=lambda r: r["τ"])
         gap = clasp["τ"] - best_fixed["τ"]
@@ -171,7 +197,7 @@ def compare_figure(history: list | None, state: RunState | None) -> Figure:
     rows = same_settings(history, state)
     fig = Figure()
     if rows:
-        names = [f"{i + 1}. {r['strategy']}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
+        names = [f"{i + 1}. {_label(r)}" + (" (few drafts)" if r["drafted"] < FEW_DRAFTS else "")
                  for i, r in enumerate(rows)]
         fig.add_trace("bar", x=names, y=[r["τ"] for r in rows], name="τ (tokens per round)",
                       marker=dict(color=SKIPPED), offsetgroup="tau")

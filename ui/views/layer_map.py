@@ -4,7 +4,9 @@ from __future__ import annotations
 from .figure import Figure
 from .palette import COPIED, CURRENT, DP, RAN, SKIPPED, styled
 from .palette import PLAIN_ROUND as PLAIN_COLOUR
-from .state import RunView, is_copied, is_plain
+from .state import RunView, is_below_det, is_copied, is_plain
+
+DET_NOTE = " (below DET: the draft ran one step, its first guess fell below DET, nothing was drafted)"
 
 PLAIN_ROUND = 0.5          # z value of a column where no draft ran (a plain full-model step)
 COPIED_ROUND = 0.25        # z value of a column whose draft was copied from the context (no layer ran a draft)
@@ -42,7 +44,8 @@ def layer_map_figure(view: RunView | None, current: int | None = None) -> Figure
                   colorscale=[[0, RAN], [COPIED_ROUND, COPIED], [0.5, PLAIN_COLOUR], [1, SKIPPED]],
                   xgap=1, ygap=1,
                   hovertemplate="round %{x}, layer %{y}: %{customdata}<extra></extra>",
-                  customdata=[[label[v] for v in row] for row in z])
+                  customdata=[[label[v] + (DET_NOTE if is_below_det(r) else "") for v, r in zip(row, view.rounds)]
+                              for row in z])
     refresh = refresh_rounds(view)
     if refresh:                       # one trace for all refresh lines (add_vline per line is slow)
         xs, ys = [], []

@@ -8,6 +8,7 @@ REJECTED = "#d64545"     # a draft token the full model rejected
 CORRECTED = "#e08a1e"    # the full model's own token at the first mismatch
 BONUS = "#3b6fd8"        # the full model's extra token after a fully accepted draft
 PLAIN = "#6b7280"        # a token from a plain full-model step (prefill, vanilla, auto fallback)
+BELOW_DET = "#a16207"    # a round whose draft ran but whose first guess fell below DET (nothing drafted)
 SKIPPED = "#7c3aed"      # a layer the draft skipped
 RAN = "#c9cfda"          # a layer the draft ran (mid-grey: visible on white and on dark backgrounds)
 PLAIN_ROUND = "#eef0f4"  # a round where no draft ran (a plain full-model step)
@@ -19,9 +20,13 @@ VERIFY = "#2e9d5b"
 SERIES = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")   # strategies, methods
 
 KIND_COLOURS = {"accepted": ACCEPTED, "rejected": REJECTED, "corrected": CORRECTED, "bonus": BONUS,
-                "plain": PLAIN}
+                "plain": PLAIN, "det": BELOW_DET}
 KIND_LABELS = {"accepted": "draft accepted", "rejected": "draft rejected", "corrected": "corrected by full model",
-               "bonus": "bonus token", "plain": "full-model step"}
+               "bonus": "bonus token", "plain": "full-model step", "det": "below DET (draft discarded)"}
+# One sentence for a round cut at DET, wherever the page shows one (token hover, slow motion, Rounds, Teach).
+BELOW_DET_RULE = ("below DET: the draft ran one step, but its first guess fell below the confidence threshold DET, "
+                  "so nothing was drafted; the full model's step made this round's token. It counts as a drafting "
+                  "round: its draft step cost time and produced 0 tokens")
 
 # Transparent backgrounds and a mid-grey font: the page's own theme (light or dark) shows through.
 # No plotly template: applying one costs 20-60 ms a figure, more than the rest of the figure.

@@ -18,7 +18,8 @@ from .compare import compare_dataframe, compare_figure, conclusion, strategy_cho
 from .costs_view import cost_html, measured_costs
 from .dp_view import READING_GUIDE, choice_label, dp_figure, used_skip_sizes
 from .layer_map import layer_map_figure
-from .replay import replay_controls, replay_html, replay_range
+from .primer import primer_md
+from .replay import replay_controls, replay_html, replay_range, round_frame
 from .rounds import LEGEND as ROUNDS_LEGEND
 from .rounds import rounds_dataframe
 from .state import RunState
@@ -71,14 +72,16 @@ TABS = [
                   "a light column is a plain full-model step (no draft ran). A dotted line marks where a skip set "
                   "chosen by the layer DP came into force. The orange outline marks the round selected in Teach."),
     Tab("DP table", "The layer DP's table for one of its runs. Pick a run of the DP below."),
-    Tab("Timing", "The same prompt decoded by plain (vanilla) decoding right after CLaSp, on the same device. "
+    Tab("Timing", "The same prompt decoded by plain (vanilla) decoding right after the drafting run, on the same "
+                  "device. "
                   "At temperature 0 both outputs must be identical. Below the timeline, the cost model says why "
                   "this speedup came out, and where the same algorithm wins."),
     Tab("Rounds", "One row per draft-verify round. Download the trace to replay it here later without a model."),
     Tab("Teach", "Step through the rounds; the sentence below says what happened in each one."),
-    Tab("Compare", "Run the same prompt with another *layer choice* (left, under the sliders), or press *Run "
-                   "all*: each finished run adds a row. The verdict and the chart compare only runs of this prompt "
-                   "with the same settings; earlier prompts stay in the table, grouped by prompt."),
+    Tab("Compare", "Run the same prompt with another *draft source* (pick it below and press *Run this source*, "
+                   "or change it on the left), or press *Run all*: each finished run adds a row. The verdict and the "
+                   "chart compare only runs of this prompt with the same settings (every one that changes speed, LOI "
+                   "included); earlier prompts stay in the table, grouped by prompt."),
 ]
 
 
@@ -141,7 +144,11 @@ def _step_controls():
     return slider, {"prev": prev, "next": nxt}
 
 
+TOP = "top"                             # views above the tabs (the primer): app.py lays them out via build_top
+
 VIEWS = [
+    View("primer", TOP, lambda: gr.Markdown(primer_md(None, None), elem_id="primer"),
+         lambda s: primer_md(s.clasp, s.vanilla)),
     View("summary", "Tokens", lambda: gr.HTML("", elem_id="summary"), lambda s: summary_html(s.clasp, s.vanilla),
          live=True),
     View("tokens", "Tokens", lambda: gr.HTML(token_html(None), elem_id="tokens-clasp"),
@@ -170,8 +177,9 @@ VIEWS = [
          lambda s: explain_round(s.clasp, s.current or 0, measured_costs(s.clasp, s.vanilla))),
     View("rule", "Teach", lambda: gr.Markdown(ACCEPTANCE_RULE, elem_classes="help"), None),
     View("replay_help", "Teach", lambda: gr.Markdown(REPLAY_HELP, elem_classes="help"), None),
-    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp)),
-    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"), lambda s: replay_html(s.clasp, 0)),
+    View("replay_pos", "Teach", replay_controls, lambda s: replay_range(s.clasp, s.current)),
+    View("replay", "Teach", lambda: gr.HTML(replay_html(None), elem_id="replay"),
+         lambda s: replay_html(s.clasp, round_frame(s.clasp, s.current))),
     View("analysis_help", "Teach", lambda: gr.Markdown(ANALYSIS_HELP, elem_classes="help"), None),
     View("persistence", "Teach", lambda: gr.Plot(persistence_figure(None)), lambda s: persistence_figure(s.clasp),
          row="plots"),
@@ -182,9 +190,13 @@ VIEWS = [
     View("sweep_help", "Teach", lambda: gr.Markdown(SWEEP_HELP, elem_classes="help"), None),
     View("sweep", "Teach", lambda: gr.Plot(sweep_figure(), elem_id="sweep"), None),
     View("strategies", "Teach", lambda: gr.Markdown(strategy_help(), elem_classes="help"), None),
+    View("compare_pick", "Compare", lambda: gr.Dropdown(strategy_choices(), value="random", label="draft source",
+                                                      elem_id="compare-pick", scale=3), None, row="compare-run"),
+    View("compare_run_one", "Compare", lambda: gr.Button("Run this source (this prompt and settings)", size="sm",
+                                                         elem_id="run-one-btn", scale=1), None, row="compare-run"),
     View("compare_run_all", "Compare", lambda: gr.Button(f"Run all {len(strategy_choices())} draft sources (this "
-                                                         "prompt, M, K and DET, auto off)", size="sm",
-                                                         elem_id="run-all-btn"), None),
+                                                         "prompt, M, K, DET and LOI, auto off)", size="sm",
+                                                         elem_id="run-all-btn", scale=1), None, row="compare-run"),
     View("compare_verdict", "Compare", lambda: gr.Markdown(conclusion(None, None), elem_id="compare-verdict"),
          lambda s: conclusion(s.history, s.state)),
     View("compare_table", "Compare", lambda: gr.Dataframe(compare_dataframe(None, None), interactive=False,
@@ -197,6 +209,12 @@ VIEWS = [
 def render(views: dict[str, gr.Component], snap: Snapshot, heavy: bool = True) -> dict:
     """{component: value} for the live views, and for the others too when ``heavy``."""
     return {views[v.name]: v.render(snap) for v in VIEWS if v.render and (heavy or v.live) and v.name in views}
+
+
+def build_top() -> dict[str, gr.Component]:
+    """The views above the tabs (inside a gr.Blocks), in an open accordion; returns them by view name."""
+    with gr.Accordion("CLaSp in four sentences, with this run's numbers", open=True, elem_id="primer-box"):
+        return {v.name: v.make() for v in VIEWS if v.tab == TOP}
 
 
 def build_tabs() -> dict[str, gr.Component]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from .palette import PLAIN_ROUND, RAN, SKIPPED
-from .state import RunView, Token
+from .palette import BELOW_DET_RULE, PLAIN_ROUND, RAN, SKIPPED
+from .state import RunView, Token, is_below_det
 
 SPEEDS = {"slow": 1.2, "normal": 0.6, "fast": 0.25}     # seconds per frame
 MAP_ROUNDS = 40                                         # rounds shown on the mini layer map around the current one
@@ -88,6 +88,11 @@ def round_html(view: RunView, f: Frame) -> str:
                       "discarded") + ". Rule: " + _rule(view, r.draft_probs[min(r.accepted, len(r.drafted) - 1)],
                                                         r.target_probs[min(r.accepted, len(r.drafted) - 1)],
                                                         r.accepted == len(r.drafted)) + ".")
+        elif is_below_det(r):
+            parts.append(_token(r.next_text, "tok-det", BELOW_DET_RULE, "below DET") if emitted else "")
+            say = (f"Below DET: the draft ran one step ({r.draft_s * 1e3:.0f} ms), but its first guess fell below "
+                   f"DET = {view.params.get('det', 0):.2f}, so nothing was drafted (0 tokens). The full model takes "
+                   f"one step and appends its token.")
         elif not r.drafted:
             parts.append(_token(r.next_text, "tok-plain", "a plain full-model step", "full model") if emitted else "")
             say = "No draft this round: the full model takes one plain step and appends its token."
@@ -125,7 +130,7 @@ def replay_html(view: RunView | None, position: int = 0) -> str:
     f = fs[max(0, min(position, len(fs) - 1))]
     r = view.rounds[f.round]
     head = (f'<div class="rp-head">round {r.index + 1} of {len(view.rounds)} · frame {position + 1} of {len(fs)} · '
-            f'{"plain step" if r.plain else f"M = {len(r.skip)}"}</div>')
+            f'{"plain step" if r.plain else f"M = {len(r.skip)}"}{" · below DET" if is_below_det(r) else ""}</div>')
     return (f'<div class="replay">{head}<div class="rp-body"><div class="rp-main">{round_html(view, f)}</div>'
             f'<div class="rp-side">{mini_map(view, f.round)}</div></div></div>')
 
@@ -151,11 +156,17 @@ def replay_controls():
     return pos, {"replay_play": play, "replay_speed": speed, "replay_timer": timer}
 
 
-def replay_range(view: RunView | None):
+def round_frame(view: RunView | None, current: int | None) -> int:
+    """The first frame (0-based) of the round at position ``current`` in the run: where slow motion stands
+    when Teach selects that round."""
+    return next((i for i, f in enumerate(frames(view)) if f.round == (current or 0)), 0)
+
+
+def replay_range(view: RunView | None, current: int | None = None):
     import gradio as gr
 
     n = len(frames(view))
-    return gr.update(minimum=1, maximum=max(2, n), value=1, interactive=n > 1)
+    return gr.update(minimum=1, maximum=max(2, n), value=round_frame(view, current) + 1, interactive=n > 1)
 
 
 def replay_seek(state, pos):

@@ -6,14 +6,14 @@ import pandas as pd
 from clasp_core.costs import OUTLIER, outlier_rounds
 from clasp_core.metrics import tau
 
-from .state import RunView
+from .palette import BELOW_DET_RULE
+from .state import RunView, is_below_det
 
 COLUMNS = ["round", "kind", "drafted", "accepted", "added", "full model's token", "tau so far", "draft ms",
            "verify ms", "skipped layers", "note"]
 LEGEND = ("**Columns.** *kind*: **bonus** = every draft token accepted, the full model added one more; "
           "**corrected** = a draft token was rejected and the full model's own token replaced it; **plain** = no "
-          "draft ran (a full-model step); **below DET** = a draft step ran but its first guess was below DET, so no "
-          "draft token was kept (it still counts as a drafting round); **cut** = the run "
+          "draft ran (a full-model step); **" + BELOW_DET_RULE.replace(":", "** =", 1) + "; **cut** = the run "
           "ended (EOS or token limit) inside the round. *added*: tokens this round put in the output. "
           "*full model's token*: the token the verification itself produced (empty when it was cut). "
           "*tau so far*: mean tokens added per round up to this one (τ, all rounds). *note*: **slow** marks a round "
@@ -22,10 +22,10 @@ LEGEND = ("**Columns.** *kind*: **bonus** = every draft token accepted, the full
 
 
 def round_kind(r) -> str:
-    if r.plain:
-        return "plain"
-    if not r.drafted:
+    if is_below_det(r):
         return "below DET"
+    if r.plain or not r.drafted:
+        return "plain"
     if len(r.emitted) <= r.accepted:
         return "cut"
     return r.next_kind

@@ -42,9 +42,15 @@ def round_tokens(r: Round) -> list[Token]:
         if kind == "rejected":
             break                                  # later drafts were never looked at
     if n_emit > r.accepted:
-        out.append(Token(r.next_text, "plain" if not r.drafted else r.next_kind, r.index, r.start + r.accepted,
-                         skip=r.skip or None))
+        kind = r.next_kind if r.drafted else ("det" if is_below_det(r) else "plain")
+        out.append(Token(r.next_text, kind, r.index, r.start + r.accepted, skip=r.skip or None))
     return out
+
+
+def is_below_det(r: Round) -> bool:
+    """The round's draft ran, but its first guess fell below DET: a drafting round that drafted nothing
+    (its draft step cost time, it produced 0 tokens; the full model's step made the round's token)."""
+    return r.drafting and not r.drafted and not r.copied
 
 
 def is_copied(r: Round) -> bool:

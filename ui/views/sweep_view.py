@@ -56,6 +56,15 @@ def best(points: list[tuple[float, float, float]]) -> tuple[float, float, float]
     return max(points, key=lambda p: p[2])
 
 
+def label_side(xs: list[str], x: str) -> str:
+    """Where the ★ label goes: above the star, leaning inwards at either end of a panel so it is not cut off."""
+    if len(xs) > 1 and x == xs[-1]:
+        return "top left"
+    if len(xs) > 1 and x == xs[0]:
+        return "top right"
+    return "top center"
+
+
 def sweep_figure(rows: list[dict] | None = None) -> go.Figure:
     pts = sweep_points(read_sweep() if rows is None else rows)
     if not pts:
@@ -73,7 +82,8 @@ def sweep_figure(rows: list[dict] | None = None) -> go.Figure:
                                  hovertemplate=f"{knob} %{{x}}: %{{y:.2f}}× vanilla<extra></extra>"), row=2, col=c)
         v, _, s = best(pts[knob])
         fig.add_trace(go.Scatter(x=[str(v)], y=[s], mode="markers+text", text=[f"★ {s:.2f}×"],
-                                 textposition="top center", marker=dict(symbol="star", size=14, color=CURRENT),
+                                 textposition=label_side(xs, str(v)), cliponaxis=False,
+                                 marker=dict(symbol="star", size=14, color=CURRENT),
                                  name="fastest", showlegend=c == 1, legendgroup="best",
                                  hovertemplate=f"fastest {knob}: %{{x}} (%{{y:.2f}}× vanilla)<extra></extra>"),
                       row=2, col=c)

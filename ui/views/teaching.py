@@ -4,7 +4,7 @@ from __future__ import annotations
 from clasp_core.costs import Costs
 
 from .auto_view import round_reason
-from .state import RunView, is_copied
+from .state import RunView, is_below_det, is_copied
 
 ACCEPTANCE_RULE = (
     "**The acceptance rule.** Greedy (temperature 0): a drafted token is accepted while it is the full model's "
@@ -22,7 +22,8 @@ def _plain_reason(view: RunView, r) -> str:
     if left <= 1:
         return "only one token was left to generate, so there was nothing to draft"
     if view.params.get("auto"):
-        return round_reason(r.auto) or "auto chose a plain step: drafting was predicted slower here"
+        return round_reason(r.auto) or ("auto chose a plain step: no draft was predicted faster than a plain step "
+                                        "by its margin here")
     return "no draft was planned for this round"
 
 
@@ -44,7 +45,7 @@ def cost_sentence(view: RunView, r, costs: Costs | None) -> str:
         return ""
     dp = next((c.seconds for c in view.choices if c.round == r.index + 1 and c.D), 0.0)
     n = max(1, len(r.emitted))
-    parts = [f"draft {r.draft_s * 1e3:.0f} ms"] if r.draft_s > 0 and r.drafted else []
+    parts = [f"draft {r.draft_s * 1e3:.0f} ms"] if r.draft_s > 0 and r.draft_steps else []
     parts.append(f"check {r.verify_s * 1e3:.0f} ms")
     if dp:
         parts.append(f"layer choice {dp * 1e3:.0f} ms")
@@ -64,14 +65,15 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
     lead = f"**Round {r.index + 1} of {len(view.rounds)}.** "
     n_emit = len(r.emitted)
     if not r.drafted:
-        if r.plain:
-            why = _plain_reason(view, r)
+        if is_below_det(r):
+            head = (f"**Below DET**: the draft ran one step ({r.draft_s * 1e3:.0f} ms), but its first guess fell "
+                    f"below the confidence threshold DET = {view.params.get('det', 0):.2f}, so nothing was drafted "
+                    f"(a drafting round that produced 0 draft tokens)")
         else:
-            why = (f"the draft ran once but its top guess was below the confidence threshold "
-                   f"DET = {view.params.get('det', 0):.2f}, so that draft step was discarded")
+            head = f"No draft tokens: {_plain_reason(view, r)}"
         if not n_emit:
-            return lead + f"No draft tokens: {why}; the run had already reached its end."
-        return lead + (f"No draft tokens: {why}. The full model produced {_quote(r.next_text)} on its own, "
+            return lead + f"{head}; the run had already reached its end."
+        return lead + (f"{head}. The full model produced {_quote(r.next_text)} on its own, "
                        f"like vanilla decoding.") + cost_sentence(view, r, costs)
     why = round_reason(r.auto) if view.params.get("auto") else ""
     if why:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import html
 
-from clasp_core.metrics import speedup, tau_drafting
+from clasp_core.metrics import tau_drafting
 from clasp_core.ties import Divergence, classify, run_tops
 
 from .figure import Figure
 from .palette import BONUS, DP, PLAIN, VANILLA, VERIFY, styled
+from .speed import NOISE_HOW, never_drafted, no_drafting_text, speedup_text
 from .state import RunView
 
 SEGMENT_COLOURS = {"prefill": PLAIN, "layer DP": DP, "draft": BONUS, "verify": VERIFY, "plain step": VANILLA}
@@ -45,7 +46,7 @@ def segments(view: RunView) -> list[tuple[str, float, float]]:
 
 def timeline_figure(clasp: RunView | None, vanilla: RunView | None) -> Figure:
     fig = Figure()
-    lanes = [("CLaSp", clasp), ("vanilla", vanilla)]
+    lanes = [(clasp.source if clasp else "CLaSp", clasp), ("vanilla", vanilla)]
     seen = set()
     for lane, view in lanes:
         if view is None:
@@ -70,24 +71,25 @@ def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str,
     """('ok' | 'mismatch' | 'sampled' | 'pending', message)."""
     if not (clasp and clasp.done and vanilla and vanilla.done):
         return "pending", "Lossless check: waiting for both runs."
+    name = clasp.source
     if clasp.prefill.params.get("temperature", 0) > 0:
-        return "sampled", ("Temperature > 0: outputs are samples, so they may differ; CLaSp keeps the target "
+        return "sampled", (f"Temperature > 0: outputs are samples, so they may differ; {name} keeps the target "
                            "distribution (speculative sampling), which a single run cannot show.")
     a, b = clasp.done.output_ids, vanilla.done.output_ids
     if a == b:
-        return "ok", f"Lossless: CLaSp's {len(a)} tokens are identical to vanilla greedy decoding."
+        return "ok", f"Lossless: {name}'s {len(a)} tokens are identical to vanilla greedy decoding."
     d = parting(clasp, vanilla)
     if d is not None and d.kind == "tie":
         apart = "were equal" if d.margin == 0 else f"were {d.margin:.3f} apart"
-        return "tie", (f"Lossless, up to rounding: CLaSp and vanilla part at token #{d.position}, where the full "
+        return "tie", (f"Lossless, up to rounding: {name} and vanilla part at token #{d.position}, where the full "
                        f"model's two best candidates {apart}, within {d.dtype} rounding. Both continuations are "
                        f"valid greedy outputs; in float32 (Sampling and model → dtype) they agree.")
     if d is not None and d.kind == "error" and d.margin is not None:
-        return "error", (f"Error: CLaSp and vanilla part at token #{d.position}, and rounding does not explain it: "
+        return "error", (f"Error: {name} and vanilla part at token #{d.position}, and rounding does not explain it: "
                          f"{d.reason} (top-2 margin {d.margin:.3f}, {d.dtype} tolerance {d.tolerance:.3g}). "
                          f"This is a bug in the engine.")
     first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return "mismatch", f"Warning: CLaSp and vanilla differ from token {first} on."
+    return "mismatch", f"Warning: {name} and vanilla differ from token {first} on."
 
 
 TAU_ALL = "τ: tokens per round, all rounds"
@@ -116,9 +118,6 @@ def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
         return f(view) if view and view.done else "…"
 
     c, v = clasp, vanilla
-    speed = "…"
-    if c and c.done and v and v.done and v.done.tokens_per_s > 0:
-        speed = f"{speedup(c.done.tokens_per_s, v.done.tokens_per_s):.2f}×"
 
     def drafting(view):
         return [r for r in view.rounds if r.drafting]
@@ -139,11 +138,22 @@ def timing_html(clasp: RunView | None, vanilla: RunView | None) -> str:
     body = "".join(f"<tr><th>{html.escape(name)}</th><td>{cell(c, f)}</td><td>{cell(v, f)}</td></tr>"
                    for name, f in rows)
     state, msg = lossless_state(c, v)
-    return (f'<div class="timing"><div class="speedup">speedup <b>{speed}</b></div>'
+    return (f'<div class="timing">{speed_html(c, v)}'
             f'<table class="timing-table"><tr><th></th><th>{html.escape(c.source if c else "CLaSp")}</th>'
             f'<th>vanilla</th></tr>{body}</table>'
             f'<p class="note">{TAU_NOTE}</p>'
             f'<div class="lossless lossless-{state}">{html.escape(msg)}</div></div>')
+
+
+def speed_html(clasp: RunView | None, vanilla: RunView | None) -> str:
+    """The Timing tab's headline: the speedup with its noise (and how the noise is read), or, for a run
+    that never drafted, that its difference from vanilla is noise."""
+    text = speedup_text(clasp, vanilla)
+    if never_drafted(clasp) or text == "…":
+        return f'<div class="speedup">{html.escape(text if text != "…" else "speedup …")}</div>'
+    value, _, rest = text.partition(" ")
+    return (f'<div class="speedup">speedup <b>{value}</b> {html.escape(rest)}</div>'
+            f'<p class="note">{html.escape(NOISE_HOW)}.</p>')
 
 
 def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
@@ -155,8 +165,12 @@ def summary_html(clasp: RunView | None, vanilla: RunView | None) -> str:
              f"τ <b>{c.tau:.2f}</b>" if c.rounds else ""]
     if vanilla and vanilla.done and vanilla.done.tokens_per_s > 0:
         v = vanilla.done
-        parts += [f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s",
-                  f"speedup <b>{speedup(c.tokens_per_s, v.tokens_per_s):.2f}×</b>"]
+        parts.append(f"vanilla <b>{v.tokens_per_s:.1f}</b> tok/s")
+        if never_drafted(clasp):
+            parts.append(html.escape(no_drafting_text(clasp, vanilla)))
+        else:
+            value, _, rest = speedup_text(clasp, vanilla).partition(" ")
+            parts.append(f"speedup <b>{value}</b> {html.escape(rest)}")
     state, msg = lossless_state(clasp, vanilla)
     mark = {"ok": "lossless", "mismatch": "outputs differ", "sampled": "sampled", "pending": "",
             "tie": "lossless up to rounding", "error": "error: outputs differ"}[state]

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import html
 
-from .palette import COPIED, KIND_COLOURS, KIND_LABELS
+from .palette import BELOW_DET_RULE, COPIED, KIND_COLOURS, KIND_LABELS
 from .state import RunView, Token
 
 
 def _title(t: Token) -> str:
-    parts = [f"token #{t.position}", KIND_LABELS[t.kind]]
+    parts = [f"token #{t.position}", BELOW_DET_RULE if t.kind == "det" else KIND_LABELS[t.kind]]
     if t.round is not None:
         parts.append(f"round {t.round + 1}")
     elif t.position == 0:
@@ -69,7 +69,7 @@ def token_spans(tokens: list[Token], highlight_round: int | None = None, parting
         title = _title(t)
         if parting is not None and t.emitted and t.position == parting:
             cls += " tok-parting"
-            title += " | CLaSp and vanilla part here (see the Timing tab)"
+            title += " | the two runs (drafting and vanilla) part here (see the Timing tab)"
         src = (f' data-copied-from="{t.source["copied_from"] + t.offset}"' if t.source else "")
         spans.append(f'<span class="{cls}" data-kind="{t.kind}" data-round="{"" if t.round is None else t.round}"{src} '
                      f'title="{html.escape(title, quote=True)}">{_visible(t.text)}'
