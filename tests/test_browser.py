@@ -269,7 +269,7 @@ def test_the_primer_carries_the_runs_numbers_and_a_never_drafted_run_claims_no_s
     primer = d.find_element(By.ID, "primer").text
     assert "memory-bound" in primer and "τ > k̄ · r" in primer and "This run: speedup" in primer
     d.execute_script("window.scrollTo(0, 0)")
-    time.sleep(0.5)
+    painted(d)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-primer.png")))
 
     replay_trace(d, server, NO_DRAFT_TRACE)
@@ -278,7 +278,7 @@ def test_the_primer_carries_the_runs_numbers_and_a_never_drafted_run_claims_no_s
     assert "speedup" not in d.find_element(By.ID, "summary").text
     assert "this run drafted nothing" in d.find_element(By.ID, "primer").text
     d.execute_script("document.getElementById('summary').scrollIntoView({block: 'center'})")
-    time.sleep(0.5)
+    painted(d)
     d.save_screenshot(str(SCREENSHOT.with_name("screenshot-no-draft.png")))
     click_tab(d, "Timing")
     wait_for(lambda: said in d.find_element(By.ID, "timing").text, "the Timing tab's no-drafting line", 30)
