@@ -83,7 +83,7 @@ bench-gpu: $(STAMP)
 	$(PY) -m clasp_core.bench.shapes --replay-tau paper --loi 1,8 --methods $(REPLAY_METHODS) --shapes $(SHAPES) \
 	    --device $(GPU_DEVICE) --dtype $(GPU_DTYPE) --out $(BENCH_DIR)/gpu-replay.json | tee $(BENCH_DIR)/gpu-replay.txt
 
-# One command for a bare CUDA machine (issue 22): its own python3 with torch and transformers (gguf for
+# One command for a bare CUDA machine: its own python3 with torch and transformers (gguf for
 # a .gguf), no venv, no pip, no network. MODEL defaults to $CLASP_GPU_MODEL (shared/tools/gpu-prepare.sh
 # sets it); every log, JSON and table goes under GPU_OUT. On a CPU: make gpu-check GPU_DEVICE=cpu MODEL=DIR
 GPU_OUT ?= gpu-check
@@ -99,7 +99,7 @@ bench-page: $(STAMP)
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m ui.bench.page --out $(BENCH_DIR)/cpu-page.jsonl $(ARGS) | tee $(BENCH_DIR)/cpu-page.txt
 
-# Issue 11's tables: every way of choosing layers on the dev sample at M = 0.25 L and 0.45 L (with
+# The layer-choice tables: every way of choosing layers on the dev sample at M = 0.25 L and 0.45 L (with
 # Spec-Bench answer files for its speed.py), then tau against M per strategy and its figure.
 # DEVICE/DTYPE/LIMIT/MODEL as above, e.g. on a GPU: make bench-strategies DEVICE=cuda DTYPE=float16
 DEVICE ?= cpu

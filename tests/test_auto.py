@@ -52,7 +52,7 @@ def test_falls_back_to_plain_steps_when_drafting_is_slower():
 
 
 def test_a_slow_warm_up_does_not_make_drafting_look_cheap():
-    """Issue 18: the app's first run priced drafting against two slow warm-up steps (1212 and 407 ms
+    """The app's first run priced drafting against two slow warm-up steps (1212 and 407 ms
     against a median of 53 ms), then drafted in 38 of 40 rounds at 0.29x vanilla."""
     p = policy()
     p.observe_prefill(0.25, 40)

@@ -1,4 +1,4 @@
-"""Every label on the page says what happened (issue 9): small synthetic traces, one per mislabel found."""
+"""Every label on the page says what happened: small synthetic traces, one per mislabel found."""
 import pytest
 
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step

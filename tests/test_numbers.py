@@ -1,4 +1,4 @@
-"""Every number on the page agrees with the others (issue 18 §2): one test per disagreement found,
+"""Every number on the page agrees with the others: one test per disagreement found,
 each on a small synthetic trace, each failing on the page as it was."""
 import pytest
 
@@ -201,7 +201,7 @@ def test_the_jaccard_note_does_not_read_a_held_set_as_evidence():
     assert "loses little" not in ANALYSIS_HELP + note and "barely changes" not in ANALYSIS_HELP + note
 
 
-# ---- Compare gives a fair verdict (issue 18 §3) ----------------------------------------------------
+# ---- Compare gives a fair verdict ----------------------------------------------------
 def row(strategy, tau, drafted=60, det=0.7, auto=False, prompt="<|im_start|>user\nName two fruits.<|im_end|>",
         speed=0.8):
     return {"prompt": prompt, "temperature": 0.0, "strategy": strategy, "auto": auto, "M": 14, "K": 8, "DET": det,

@@ -1,4 +1,4 @@
-"""The slow-motion replay in Teach: a finished run's rounds as frames, with no model (issue 18 §5)."""
+"""The slow-motion replay in Teach: a finished run's rounds as frames, with no model."""
 from html import unescape
 
 from clasp_core.trace import Prefill, Round

@@ -1,4 +1,4 @@
-"""The sweep view in Teach: the shipped sweep's numbers, the fastest value of each knob marked (issue 18 §4)."""
+"""The sweep view in Teach: the shipped sweep's numbers, the fastest value of each knob marked."""
 import pytest
 
 from ui.views.sweep_view import KNOBS, SWEEP, best, read_sweep, sweep_figure, sweep_points

@@ -3,7 +3,7 @@
 Each thread that calls torch on a CPU gets its own OpenMP team. With more OpenMP threads than
 cores, libgomp spins only briefly before it sleeps, so every parallel region of a second team pays
 a wake-up: on a 2-core machine a SmolLM2 matrix-vector product ran 2-3x slower in a new thread
-than in the thread that used torch first (issue 15). So the app loads, warms up and decodes in
+than in the thread that used torch first. So the app loads, warms up and decodes in
 this one long-lived thread, fed by a job queue, and the page's threads only render.
 
 The page's threads still share the GIL with the engine, and the engine is half Python (op

@@ -2,8 +2,8 @@
 
 A ``gr.Plot`` sends plotly.js a figure as JSON. plotly.py builds and validates an object for every
 trace, axis and property on the way there: 10-14 ms per figure of this page, about 70 ms for the six
-that the last snapshot of every run renders, which is what a visitor waits for after the engine is done
-(issue 15). A ``Figure`` here holds the same data and layout as plain dicts, in plotly's documented
+that the last snapshot of every run renders, which is what a visitor waits for after the engine is done.
+A ``Figure`` here holds the same data and layout as plain dicts, in plotly's documented
 schema (https://plotly.com/javascript/reference/), and serialises it with ``plotly.io.to_json``
 without validation; ``to_plotly()`` gives the validated plotly.py figure, which the tests build from
 every figure so that a misspelled property still fails there.
