@@ -59,7 +59,7 @@ def test_the_timer_steps_frames_and_stops_at_the_end():
 def test_slow_motion_follows_the_round_selected_in_teach():
     import gradio  # noqa: F401  (the registry builds gradio updates)
 
-    import app
+    from ui.serving.handlers import STEPPED
     from ui.views.registry import VIEWS, Snapshot
 
     state = RunState(run().events)
@@ -68,4 +68,4 @@ def test_slow_motion_follows_the_round_selected_in_teach():
     assert "round 2 of 2 · frame" in unescape(by["replay"].render(snap))
     first = next(i for i, f in enumerate(frames(state.clasp)) if f.round == 1)
     assert by["replay_pos"].render(snap)["value"] == first + 1
-    assert {"replay", "replay_pos"} <= set(app.STEPPED)         # the round selector re-renders both
+    assert {"replay", "replay_pos"} <= set(STEPPED)         # the round selector re-renders both
