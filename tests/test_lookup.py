@@ -241,15 +241,14 @@ class TestSampledLookupRunsAreExact:
     def test_a_wrong_q_is_caught(self, lm, monkeypatch):
         """Positive control: a copy treated as a draw from a uniform q instead of the one-hot q of a
         certain draft (accepted with probability min(1, p(x) / q(x)), too often)."""
-        real = decoding._Run.copy_draft
+        real = decoding.copy_draft
 
-        def soft_q(self, *a):
-            d = real(self, *a)
-            if d is not None:
-                d.q_rows = [torch.full_like(q, 1.0 / q.numel()) for q in d.q_rows]
+        def soft_q(*a):
+            d = real(*a)
+            d.q_rows = [torch.full_like(q, 1.0 / q.numel()) for q in d.q_rows]
             return d
 
-        monkeypatch.setattr(decoding._Run, "copy_draft", soft_q)
+        monkeypatch.setattr(decoding, "copy_draft", soft_q)
         n = 300
         counts, rejected, _ = self.sample_runs(lm, n)
         stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
@@ -304,8 +303,8 @@ def copied_run():
     from clasp_core.trace import Prefill
     src = dict(n=2, ngram=[7, 8], start=3, copied_from=5, length=2, in_prompt=True, prompt_len=9,
                before="the quick", ngram_text=" brown fox", copied_text=" jumps over", after=" the dog")
-    pre = Prefill(method="clasp", model="m", num_layers=4, prompt_ids=list(range(9)), prompt_text="p", params={},
-                  seconds=0.1, first_token=7, first_text=" brown")
+    pre = Prefill(method="clasp", model="m", num_layers=4, prompt_ids=list(range(9)), prompt_text="p",
+                  config=GenConfig(), seconds=0.1, first_token=7, first_text=" brown")
     r1 = Round(index=0, skip=[1, 2], drafted=[8], drafted_text=[" fox"], draft_probs=[0.9], target_probs=[0.8],
                accepted=1, next_token=5, next_text=" jumps", next_kind="bonus", emitted=[8, 5], draft_s=0.02,
                verify_s=0.05, start=1, k_max=8)

@@ -43,7 +43,7 @@ def _esc(s: str) -> str:
 
 def _rule(view: RunView, q: float, p: float, accepted: bool) -> str:
     """The accept rule applied to one drafted token, in words."""
-    if view.params.get("temperature", 0) > 0:
+    if view.config.temperature > 0:
         ratio = min(1.0, p / q) if q > 0 else 1.0
         return f"accepted with probability min(1, p/q) = {ratio:.2f}: {'accepted' if accepted else 'rejected'}"
     return ("the full model's own top choice: accepted" if accepted

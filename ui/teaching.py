@@ -18,10 +18,10 @@ def _quote(s: str) -> str:
 
 
 def _plain_reason(view: RunView, r) -> str:
-    left = view.params.get("max_new_tokens", 0) - r.start
+    left = view.config.max_new_tokens - r.start
     if left <= 1:
         return "only one token was left to generate, so there was nothing to draft"
-    if view.params.get("auto"):
+    if view.config.auto:
         return round_reason(r.auto) or "auto chose a plain step: drafting was predicted slower here"
     return "no draft was planned for this round"
 
@@ -68,12 +68,12 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
             why = _plain_reason(view, r)
         else:
             why = (f"the draft ran once but its top guess was below the confidence threshold "
-                   f"DET = {view.params.get('det', 0):.2f}, so that draft step was discarded")
+                   f"DET = {view.config.det:.2f}, so that draft step was discarded")
         if not n_emit:
             return lead + f"No draft tokens: {why}; the run had already reached its end."
         return lead + (f"No draft tokens: {why}. The full model produced {_quote(r.next_text)} on its own, "
                        f"like vanilla decoding.") + cost_sentence(view, r, costs)
-    why = round_reason(r.auto) if view.params.get("auto") else ""
+    why = round_reason(r.auto) if view.config.auto else ""
     if why:
         lead += f"*Why:* {why}. "
     if is_copied(r):

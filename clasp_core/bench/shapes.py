@@ -94,7 +94,7 @@ def timed(fn, device: torch.device, reps: int) -> float:
 def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K: int, reps: int) -> dict:
     """One shape's costs; its model and cache are freed before the next shape is built."""
     out = measure(shape, device, dtype, context, K, reps)
-    gc.collect()                 # Runner.fast and StaticSteps.r refer to each other: only gc frees the weights
+    gc.collect()                 # any reference cycle left among the runner's parts: only gc frees the weights
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.empty_cache()
