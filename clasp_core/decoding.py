@@ -227,7 +227,7 @@ class Loop:
     index: NgramIndex | None        # the context's n-grams, for strategies that copy
     pos: int                        # position of the newest token (not yet in the cache)
     choice: Choice | None = None    # the layers chosen last
-    planned: tuple | None = None    # the next round's plan, made with the layer choice
+    planned: tuple[Arm | None, int, float] | None = None    # the next round's plan, made with the layer choice
     choices: int = 0                # layer choices so far
     rounds: int = 0
     since: int = 0                  # rounds since the last layer choice

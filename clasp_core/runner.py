@@ -73,6 +73,11 @@ class Runner:
         return self.backend.prepare(max_tokens)
 
     @property
+    def static(self) -> bool:
+        """Whether short blocks run on static buffers (backends/cuda_static.py)."""
+        return isinstance(self.backend, backends.CudaStatic)
+
+    @property
     def packed(self):
         """The CPU backend's packed weights (backends/cpu.py), else None."""
         return self.backend.packed
