@@ -89,20 +89,24 @@ def test_index_extended_token_by_token_equals_index_built_at_once():
 
 
 def test_auto_copies_only_what_pays():
-    class Policy:
-        beta, margin, c1 = 0.15, 1.05, 0.01
+    from clasp_core.auto import FixedPolicy
 
+    class Measured(FixedPolicy):
+        """A policy that measured a plain step (10 ms) and prices a verification by the line 1 + 0.15 k."""
+        c1, beta, margin = 0.01, 0.15, 1.05
+
+    policy = Measured(3, 5, 0.0)
     m = Match(3, 0, [1, 2, 3], [4, 5, 6, 7, 8])
     copier = CopyPolicy(auto=True)
-    assert copier.length(m, Policy, 1.0) >= 1                 # a fresh guess: alpha 0.5 pays
-    assert CopyPolicy(auto=False).length(m, Policy, 9.0) == 5    # fixed settings copy it all
+    assert copier.length(m, policy, 1.0) >= 1                 # a fresh guess: alpha 0.5 pays
+    assert CopyPolicy(auto=False).length(m, policy, 9.0) == 5    # fixed settings copy it all
     for _ in range(20):
-        copier.observe(m, 5, 0, 0.02, Policy)                 # never accepted ...
-    assert [copier.length(m, Policy, 1.0) for _ in range(8)] == [0] * 7 + [1]   # ... so only probed
+        copier.observe(m, 5, 0, 0.02, policy)                 # never accepted ...
+    assert [copier.length(m, policy, 1.0) for _ in range(8)] == [0] * 7 + [1]   # ... so only probed
     assert copier.alpha(2) == 0.5                             # other n-gram lengths keep their own count
     for _ in range(5):
-        copier.observe(m, 5, 5, 0.02, Policy)                 # the output copies again: so does auto
-    assert copier.length(m, Policy, 1.0) == 5
+        copier.observe(m, 5, 5, 0.02, policy)                 # the output copies again: so does auto
+    assert copier.length(m, policy, 1.0) == 5
 
 
 def test_auto_prices_copies_at_the_measured_verify_cost_and_backs_off_failed_probes():
