@@ -65,6 +65,21 @@ class Policy(Protocol):
     det: float                      # stop a draft below this top-1 probability (0: never)
     choose_at_prefill: bool         # choose the first skip set from the prompt's last token
     note: dict | None               # why the last plan was made (Round.auto), None if nothing to tell
+    margin: float                   # how much faster than a plain step a draft must be predicted
+
+    @property
+    def c1(self) -> float | None:
+        """Seconds of one plain step as measured by the run; None until measured."""
+
+    @property
+    def beta(self) -> float:
+        """Verify cost growth per drafted token, relative to c1."""
+
+    def r_verify(self, k: int) -> float:
+        """Cost of verifying k drafts, in plain steps."""
+
+    def observe_verify(self, k: int, seconds: float) -> None:
+        """A verification of k drafts that no planned round priced (a copied draft's)."""
 
     def plan(self) -> tuple[Arm | None, int, float]:
         """(arm, K, predicted speed in plain steps) for the next round; arm None = a plain step."""
@@ -92,9 +107,18 @@ class FixedPolicy:
     det: float
     choose_at_prefill: ClassVar[bool] = True   # the first skip set comes from the prompt's last token
     note: ClassVar[None] = None                # fixed settings have no reasons to tell
+    margin: ClassVar[float] = 1.0               # nor a margin: they draft every round
+    c1: ClassVar[None] = None                  # and measure nothing
+    beta: ClassVar[float] = 0.0
 
     def __post_init__(self):
         self.arm = Arm(self.M)
+
+    def r_verify(self, k: int) -> float:
+        return verify_cost(self.beta, k)
+
+    def observe_verify(self, k: int, seconds: float) -> None:
+        """Fixed settings learn nothing from a verification."""
 
     def plan(self) -> tuple[Arm, int, float]:
         return self.arm, self.K, 1.0
@@ -175,10 +199,10 @@ class AutoPolicy:
         """Cost of verifying k drafts, in plain steps: the median of this run's verifications of exactly k
         when it has seen two, else the linear model 1 + beta * k, and never less than what fewer drafts
         measured (a longer block costs no less). On a CPU the cost is no line: short blocks run on other
-        products than longer ones (packed.py: the engine's own kernel up to 16 rows, else torch's [in, out]
-        copies up to 3), a greedy verification there stops computing logits at the first rejected draft
-        (decoding.head_rows), and the prefill's beta (a long, efficient block) prices a short block far too
-        cheaply."""
+        products than longer ones (backends/cpu.py: the engine's own kernel up to 16 rows, else torch's
+        [in, out] copies up to 3), a greedy verification there stops computing logits at the first rejected
+        draft (``Cpu.verify_logits``), and the prefill's beta (a long, efficient block) prices a short block
+        far too cheaply."""
         c1, seen = self.c1, self.verify_at.get(k)
         if c1 and seen and len(seen) >= 2:
             return max(1.0, median(seen) / c1)

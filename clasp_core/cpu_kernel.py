@@ -8,7 +8,7 @@ source, the compiler, the CPU and that runtime, loads it with ctypes and checks 
 process, not Linux, a failed check) leaves it off with the reason in ``why_off()``, and the engine
 multiplies with torch as before. ``CLASP_CPU_KERNEL=0`` turns it off.
 
-It is used for blocks of up to ``MAX_ROWS`` rows of float32 (packed.py): decode and draft steps,
+It is used for blocks of up to ``MAX_ROWS`` rows of float32 (backends/cpu.py): decode and draft steps,
 verifications, the DP's candidates. Longer blocks (a prompt) stay with torch's matrix-matrix kernel.
 """
 from __future__ import annotations

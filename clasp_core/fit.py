@@ -68,7 +68,7 @@ class Need:
     weights: int
     kv: int = 0
     tokens: int = 0                  # the run length the KV cache is sized for
-    copy: int = 0                    # the runner's packed CPU copy of the weights (clasp_core.packed)
+    copy: int = 0                    # the runner's packed CPU copy of the weights (clasp_core.backends.cpu)
 
     @property
     def room(self) -> int:
@@ -88,7 +88,7 @@ class Need:
 
 def packed_copy(weights: int, device: torch.device) -> int:
     """The bytes of the CPU runner's second copy of the weights: it makes one when the weights take at
-    most a quarter of the RAM (``clasp_core.packed.want_packed``, the same rule)."""
+    most a quarter of the RAM (``clasp_core.backends.cpu.want_packed``, the same rule)."""
     if device.type != "cpu" or os.environ.get("CLASP_CPU_PACKED", "1") == "0":
         return 0
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .costs import verify_cost
+from .auto import Policy
 
 MAX_NGRAM = 3
 
@@ -112,17 +112,16 @@ class CopyPolicy:
     def alpha(self, n: int) -> float:
         return min(0.98, self.accepted[n] / self.trials[n])
 
-    def length(self, match: Match, policy, rival_speed: float) -> int:
+    def length(self, match: Match, policy: Policy, rival_speed: float) -> int:
         """Tokens of ``match`` to draft (0: draft none of them)."""
         if not self.auto:
             return len(match.tokens)
-        if getattr(policy, "c1", 1.0) is None:
+        if policy.c1 is None:
             return 0                     # no plain step measured yet: nothing to price a copy against
         alpha, n = self.alpha(match.n), match.n
-        r_verify = getattr(policy, "r_verify", None) or (lambda k: verify_cost(policy.beta, k))
         best_k, best = 0, max(rival_speed, policy.margin)
         for k in range(1, len(match.tokens) + 1):
-            speed = (1 - alpha ** (k + 1)) / (1 - alpha) / r_verify(k)
+            speed = (1 - alpha ** (k + 1)) / (1 - alpha) / policy.r_verify(k)
             if speed > best:
                 best_k, best = k, speed
         self.probing[n] = False
@@ -132,7 +131,7 @@ class CopyPolicy:
                 best_k, self.probing[n] = 1, True
         return best_k
 
-    def observe(self, match: Match, drafted: int, accepted: int, verify_s: float, policy) -> None:
+    def observe(self, match: Match, drafted: int, accepted: int, verify_s: float, policy: Policy) -> None:
         """Count the match's acceptance; with auto, its verification refines auto's verify costs."""
         n, w = match.n, self.memory
         self.passed[n] = 0
@@ -141,5 +140,5 @@ class CopyPolicy:
             self.probing[n] = False
         self.accepted[n] = w * self.accepted[n] + accepted
         self.trials[n] = w * self.trials[n] + accepted + (1 if accepted < drafted else 0)
-        if self.auto and drafted and hasattr(policy, "observe_verify"):
+        if self.auto and drafted:
             policy.observe_verify(drafted, verify_s)   # auto's verify costs (its beta, its cost per k) learn from it

@@ -2,21 +2,18 @@
 
 The model's own modules (projections, norms, MLP, rotary embedding, ``apply_rotary_pos_emb``)
 do the math; this file only decides which layers run, where K/V go (kvcache.py) and who may
-attend to whom. Every decoder-layer call goes through one function, ``layer_step``: the
-ordinary forward, the layer DP's candidates and the static-shape fast path (fastpath.py).
+attend to whom. How a layer runs (the modules, a CPU's packed weights, static buffers with CUDA
+graphs) is the backend's, chosen once here (backends/). Every decoder-layer call goes through one
+function, ``layer_step``: the forward, the layer DP's candidates and the static path.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
-from . import cpu_kernel
-from .fastpath import BUCKETS, StaticSteps, bucket_for
+from . import backends
 from .kvcache import KVCache
-from .packed import Packed, want_packed
 
 
 class Runner:
@@ -42,19 +39,10 @@ class Runner:
         self.layer_devices = [layer_device(l, self.device) for l in self.layers]
         self.spread = len(set(self.layer_devices)) > 1      # split over GPUs by an accelerate device_map
         self.cache = KVCache(self.n_kv, self.head_dim, self.dtype, self.layer_devices)
-        if static is None:
-            static = self.device.type == "cuda" and os.environ.get("CLASP_CUDA_GRAPHS", "1") != "0"
-        self.static = static and not self.spread
-        self.fast: StaticSteps | None = None
         # the DP's attention over the whole cache (padded keys, masked) so its shapes do not change
         # every round: one attention plan per candidate count on a GPU (cuDNN builds one per shape)
         self.dp_fixed = self.device.type == "cuda"
-        # CPU: short blocks multiply with the engine's own kernel (fp32), else torch's on fused copies (packed.py)
-        if want_packed(model, self.device):
-            kernel = cpu_kernel.kernel_or_say() if self.dtype == torch.float32 else None
-            self.packed = Packed(self.layers, self.lm_head, kernel=kernel)
-        else:
-            self.packed = None
+        self.backend = backends.choose(self, model, static)
         if capacity:
             self.allocate(capacity)
 
@@ -74,20 +62,30 @@ class Runner:
 
     def allocate(self, capacity: int) -> None:
         """Make room for ``capacity`` positions (empties the cache); reuses the buffers when big enough."""
-        if self.static and capacity > self.cache.capacity:
-            capacity = -(-(capacity + BUCKETS[-1]) // 256) * 256   # static buffers span the whole cache:
-        if self.cache.allocate(capacity) and self.static:          # room for padded blocks, rounded up
-            spent = self.capture_s      # graphs hold the old cache tensors: start afresh, keep counting
-            failed = self.capture_failed                           # and do not retry a failed capture
-            self.fast = StaticSteps(self, use_graphs=failed is None)
-            self.fast.capture_s, self.fast.failed = spent, failed
+        if self.cache.allocate(self.backend.room(capacity)):
+            self.backend.allocated()
 
     def prepare(self, max_tokens: int) -> float:
         """Capture the CUDA graphs for blocks of up to max_tokens now, outside any timed run.
 
         Returns the seconds this call spent capturing (0 where graphs are not used or are
         already captured); ``capture_s`` is the total so far, lazy captures included."""
-        return self.fast.capture_all(max_tokens) if self.fast is not None else 0.0
+        return self.backend.prepare(max_tokens)
+
+    @property
+    def static(self) -> bool:
+        """Whether short blocks run on static buffers (backends/cuda_static.py)."""
+        return isinstance(self.backend, backends.CudaStatic)
+
+    @property
+    def packed(self):
+        """The CPU backend's packed weights (backends/cpu.py), else None."""
+        return self.backend.packed
+
+    @property
+    def fast(self):
+        """The static backend's buffers and graphs (backends/cuda_static.py), else None."""
+        return self.backend.steps
 
     @property
     def capture_s(self) -> float:
@@ -118,26 +116,37 @@ class Runner:
         end. Returns logits ([T, V], or [1, V] with ``last_only``) and, with ``hidden``, the raw
         per-layer outputs x_0..x_L as one [L+1, T, d] tensor ([L+1, 1, d] with ``last_only``; x_0 =
         embeddings; before the final norm; a skipped layer's entry repeats its input).
-        ``head=False`` (only where ``rows_head``): the final-normed states [T, d] instead of logits,
-        for ``head_row`` to turn into logits one row at a time.
+        ``head=False``: the final-normed states [T, d] instead of logits, for ``verify_logits``.
         """
         T = ids.shape[0]
         end = start + T
         if end > self.capacity:
             raise ValueError(f"context of {end} tokens exceeds the cache ({self.capacity})")
-        if self.fast is not None and start > 0 and bucket_for(T) is not None:
-            out = self.fast.forward(ids, start, skip, hidden, last_only)
-            self.cache.length = end
-            return out
+        block = self.backend.block(ids, start)       # a short block on the backend's static buffers
+        x, step = block if block is not None else self.ordinary(ids, start, end)
+        keep = (lambda h: h.clone()) if block is not None else (lambda h: h)   # static buffers change in place
+        rows = slice(T - 1, T) if last_only else slice(0, T)   # the DP wants the last token's states only
+        hs = [keep(x[0, rows])] if hidden else None
+        record = (lambda x: hs.append(keep(x[0, rows]))) if hidden else None
+        x = self.run_layers(x, step, skip, record=record)
+        self.cache.length = end
+        y = x[:, rows]
+        if self.spread:
+            y = y.to(self.norm.weight.device)
+            hs = [h.to(self.device) for h in hs] if hidden else hs
+        out = self.norm(y)[0] if not head else self.head(self.norm(y))[0]
+        return (out, torch.stack(hs)) if hidden else out
+
+    def ordinary(self, ids: torch.Tensor, start: int, end: int):
+        """(x, step) of a block on the ordinary path: embeddings, and layer i with the block's rotary and mask."""
+        T = ids.shape[0]
         x = self.embed(ids)[None]
         at = torch.arange(start, end, device=x.device)
         cos, sin = self.rotary(x, at[None])
         mask = None                  # one new token sees everything; a prompt from 0: the causal kernel
         if T > 1 and start > 0:      # a block after a prefix: causal within it, the prefix visible
             mask = torch.arange(end, device=x.device)[None, :] <= at[:, None]
-        rows = slice(T - 1, T) if last_only else slice(None)   # the DP wants the last token's states only
-        hs = [x[0, rows]] if hidden else None
-        rope = self.packed.rope_tables(cos, sin) if self.lean(T) else None    # once for all layers
+        rope = self.backend.rope(cos, sin, T)        # once for all layers
 
         def step(i: int, x: torch.Tensor) -> torch.Tensor:
             nonlocal cos, sin, at, mask
@@ -145,35 +154,12 @@ class Runner:
                 x, cos, sin, at, mask = move(self.layer_devices[i], x, cos, sin, at, mask)
             return self.layer_step(i, x, cos, sin, at, mask, end, rope)
 
-        record = (lambda x: hs.append(x[0, rows])) if hidden else None
-        x = self.run_layers(x, step, skip, record=record)
-        self.cache.length = end
-        y = x[:, -1:] if last_only else x
-        if self.spread:
-            y = y.to(self.norm.weight.device)
-            hs = [h.to(self.device) for h in hs] if hidden else hs
-        out = self.norm(y)[0] if not head else self.head(self.norm(y))[0]
-        return (out, torch.stack(hs)) if hidden else out
+        return x, step
 
-    @property
-    def rows_head(self) -> bool:
-        """Whether a verification may apply the LM head a few rows at a time (``forward(head=False)``, ``head_row``).
-
-        On a CPU a greedy verification needs logits only up to its first rejected draft, usually the first
-        or second row, while the head of the whole block costs more than that: 2-5 one-row products for 2-9
-        rows with MKL's matrix-matrix kernel on an AMD EPYC, about 1.2-2 with the engine's own kernel. The
-        CUDA path keeps whole blocks (graphs, cheap rows)."""
-        return self.packed is not None and self.fast is None and not self.spread
-
-    @property
-    def head_block(self) -> int:
-        """Rows per head product in such a verification: two with the engine's own kernel (a second row costs
-        little there, and each row's sums are the same alone or in a block), else one."""
-        return 2 if self.packed is not None and self.packed.kernel is not None else 1
-
-    def head_row(self, y: torch.Tensor) -> torch.Tensor:
-        """Logits [b, V] of b final-normed states [b, d] (a short block's packed product)."""
-        return self.head(y[None])[0]
+    def verify_logits(self, y: torch.Tensor, drafted: list[int] | None = None) -> torch.Tensor:
+        """A verification's logits from ``forward(head=False)``'s states; ``drafted`` (greedy): the backend may
+        stop after the row of the first rejected draft."""
+        return self.backend.verify_logits(y, drafted)
 
     def run_layers(self, x, step, skip=frozenset(), *, start: int = 0, record=None):
         """x through the layers start..L-1 in order, ``x = step(i, x)`` for each layer not in ``skip``.
@@ -190,44 +176,19 @@ class Runner:
         return x
 
     # ---- one decoder layer -------------------------------------------------------------------
-    def lean(self, T: int) -> bool:
-        """Whether a block of T tokens runs the packed one-call layer (packed.Packed.layer)."""
-        return self.packed is not None and self.packed.lean and T <= self.packed.max_tokens
-
     def layer_step(self, i: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, at: torch.Tensor,
                    mask: torch.Tensor | None = None, end: int | None = None, rope=None) -> torch.Tensor:
-        """Decoder layer i on hidden states x [1, T, d] (rotary cos/sin of their positions).
+        """Decoder layer i on hidden states x [1, T, d] (rotary cos/sin of their positions), by the backend.
 
         Writes the layer's K/V at cache slots ``at`` ([T]) and attends over slots [0, end) (the
         whole cache with None) under ``mask`` ([T, end] bool, True = may attend; None: one token
         sees every slot, several are a causal block from slot 0). Returns the layer's output.
-        ``rope``: cos/sin as ``Packed.rope_tables`` lays them out, when the caller made them once."""
-        layer, att = self.layers[i], self.layers[i].self_attn
-        T = x.shape[1]
-        if self.lean(T):
-            K, V = self.cache.view(i)
-            return self.packed.layer(i, x, rope or self.packed.rope_tables(cos, sin), at, mask, K, V, end)
-        pk = self.packed if self.packed is not None and T <= self.packed.max_tokens else None
-        h = layer.input_layernorm(x)
-        q, k, v = pk.qkv(i, h) if pk else (att.q_proj(h), att.k_proj(h), att.v_proj(h))
-        q = q.view(1, T, -1, self.head_dim)
-        k = k.view(1, T, -1, self.head_dim)
-        v = v.view(1, T, -1, self.head_dim).transpose(1, 2)
-        if hasattr(att, "q_norm"):  # Qwen3 normalises q and k per head
-            q, k = att.q_norm(q), att.k_norm(k)
-        q, k = self.apply_rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
-        K, V = self.cache.update(i, at, k, v, end)
-        o = F.scaled_dot_product_attention(q, K, V, attn_mask=mask, is_causal=mask is None and T > 1,
-                                           scale=att.scaling, enable_gqa=self.n_kv != self.n_heads)
-        o = o.transpose(1, 2).reshape(1, T, -1)
-        x = x + (pk.o(i, o) if pk else att.o_proj(o))
-        h = layer.post_attention_layernorm(x)
-        return x + (pk.mlp(i, h) if pk else layer.mlp(h))
+        ``rope``: the backend's rotary tables (``backend.rope``), when the caller made them once."""
+        return self.backend.layer(i, x, cos, sin, at, mask, end, rope)
 
     def head(self, y: torch.Tensor) -> torch.Tensor:
-        """The LM head (its packed copy for short blocks on a CPU)."""
-        pk = self.packed is not None and y.shape[1] <= self.packed.max_tokens
-        return self.packed.lm_head(y) if pk else self.lm_head(y)
+        """The LM head, by the backend (its packed copy for short blocks on a CPU)."""
+        return self.backend.head(y)
 
     # ---- the DP's packed layer call ----------------------------------------------------
     @torch.inference_mode()

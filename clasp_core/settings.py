@@ -9,7 +9,8 @@ widgets, ``add_flags`` the bench's argparse flags.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 SEED_MAX = 2**63 - 1                # a seed must fit a signed 64-bit integer (torch's generator)
 
@@ -88,3 +89,69 @@ def add_flags(ap: argparse.ArgumentParser | argparse._ActionsContainer, *names: 
         flags = [s.flag] + ([s.short] if s.short else [])
         default = "" if s.default is None else f" (default: {s.default})"
         ap.add_argument(*flags, type=s.kind, default=s.default, help=(s.help + default).replace("%", "%%"))
+
+
+@dataclass
+class GenConfig:
+    """The settings of one run (the engine's; the defaults are the table's).
+
+    ``auto`` picks M <= num_skip per round from the DP's table (every m backtracks from it), so
+    it combines with the DP strategies only: ``clasp``, and ``clasp-once`` (the DP then runs once,
+    when auto first drafts). The fixed sets (static, early-exit, random) have one set for one M:
+    auto with them is a ValueError.
+    """
+
+    num_skip: int | None = DEFAULT["num_skip"]     # M: layers the draft skips (None: about 45% of L)
+    draft_len: int = DEFAULT["draft_len"]          # K: most tokens drafted per round
+    det: float = DEFAULT["det"]                    # draft-exiting threshold on the draft's top-1 probability
+    loi: int = DEFAULT["loi"]                      # re-run the layer DP every LOI rounds
+    temperature: float = DEFAULT["temperature"]
+    top_p: float = DEFAULT["top_p"]
+    seed: int = DEFAULT["seed"]
+    max_new_tokens: int = DEFAULT["max_new_tokens"]
+    auto: bool = DEFAULT["auto"]                   # adapt M and K (and fall back to plain steps) from what the run sees
+    strategy: str = "clasp"         # how the skipped layers are chosen: one of STRATEGIES
+
+    def resolved(self, num_layers: int) -> GenConfig:
+        """A copy with M filled in; raises ValueError on anything out of range."""
+        # imported here: the table itself needs no torch
+        from .metrics import default_num_skip
+        from .strategies import DP_STRATEGIES, STRATEGIES
+
+        L = num_layers
+        M = default_num_skip(L) if self.num_skip is None else self.num_skip
+        checks = [
+            (isinstance(M, int) and 0 <= M < L, f"M (layers to skip) must be between 0 and {L - 1} "
+                                                f"for this {L}-layer model, got {M}"),
+            (isinstance(self.draft_len, int) and self.draft_len >= 1,
+             f"K (max draft length) must be at least 1, got {self.draft_len}"),
+            (_num(self.det) and 0.0 <= self.det <= 1.0, f"DET must be in [0, 1], got {self.det}"),
+            (isinstance(self.loi, int) and self.loi >= 1, f"LOI must be at least 1 round, got {self.loi}"),
+            (_num(self.temperature) and self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
+            (_num(self.top_p) and 0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1], got {self.top_p}"),
+            (isinstance(self.seed, int) and 0 <= self.seed <= SEED_MAX,     # past 64 bits torch's generator overflows
+             f"seed must be a whole number from 0 to 2**63 - 1 ({SEED_MAX}), got {self.seed}"),
+            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             f"max new tokens must be at least 1, got {self.max_new_tokens}"),
+            (self.strategy in STRATEGIES,
+             f"unknown layer-choice strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}"),
+            (not self.auto or self.strategy not in STRATEGIES or self.strategy in DP_STRATEGIES,
+             f"auto chooses M each round from the layer DP's table, so it works with the strategies "
+             f"{' and '.join(DP_STRATEGIES)} only, not {self.strategy!r}: turn auto off or pick one of those"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        return replace(self, num_skip=M)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenConfig:
+        """The settings among ``d`` (a trace's record; other keys are left out), the rest at their defaults."""
+        return cls(**{k: v for k, v in d.items() if k in _GEN_FIELDS})
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+_GEN_FIELDS = frozenset(GenConfig.__dataclass_fields__)

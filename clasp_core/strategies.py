@@ -74,7 +74,7 @@ class Strategy(Protocol):
     bench_auto: ClassVar[bool]      # the bench's method of this name runs with auto on
 
     def prepare(self, lm: LoadedModel, M: int) -> dict:
-        """Work done before the run's clocks start; returns what to report in Prefill.params."""
+        """Work done before the run's clocks start; returns what to report in Prefill.setup."""
 
     def choose(self, runner: Runner, xs: torch.Tensor | None, p: int, M: int) -> Choice:
         """The M layers to skip, from the hidden states ``xs`` of the token at position ``p``
@@ -210,7 +210,7 @@ class FixedLayers:
         self.seed = seed
 
     def prepare(self, lm, M: int) -> dict:
-        """Work done before the run's clocks start; returns what to report in Prefill.params."""
+        """Work done before the run's clocks start; returns what to report in Prefill.setup."""
         self.L = lm.num_layers
         return {}
 

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .settings import GenConfig
+
 TRACE_VERSION = 1
 
 
@@ -35,7 +37,7 @@ class Prefill:
     num_layers: int                # L
     prompt_ids: list[int]
     prompt_text: str               # the prompt after the chat template
-    params: dict                   # the settings of this run (M, K, DET, LOI, temperature, ...)
+    config: GenConfig              # the settings of this run, M resolved (vanilla: its sampling and length only)
     seconds: float
     first_token: int               # the full model's first new token, from the prefill's last row
     first_text: str                # (output index 0; rounds/steps continue from index 1)
@@ -45,6 +47,9 @@ class Prefill:
     # first ([id, id] and [logit, logit]; see ties.py); empty when sampling or in an older trace
     top_ids: list[int] = field(default_factory=list)
     top_logits: list[float] = field(default_factory=list)
+    # what was done before the run's clock started: graph_capture_s, and the strategy's own report (the static
+    # search's static_search_s, static_how, ...)
+    setup: dict = field(default_factory=dict)
     kind: str = "prefill"
 
 
@@ -176,7 +181,10 @@ _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_
 def to_dict(event: Event) -> dict:
     """The event's fields by name. Shallow (no event holds another dataclass): ``dataclasses.asdict``'s deep
     copy of the DP tables made writing a run's trace cost 45 ms of the page's final snapshot."""
-    return {name: getattr(event, name) for name in _FIELDS[type(event)]}
+    d = {name: getattr(event, name) for name in _FIELDS[type(event)]}
+    if isinstance(event, Prefill):
+        d["config"] = dataclasses.asdict(event.config)
+    return d
 
 
 def event_from_dict(d: dict) -> Event:
@@ -184,7 +192,19 @@ def event_from_dict(d: dict) -> Event:
     if kind not in EVENT_TYPES:
         raise ValueError(f"unknown trace event kind {kind!r}; expected one of {sorted(EVENT_TYPES)}")
     cls = EVENT_TYPES[kind]
-    return cls(**{name: d[name] for name in _FIELDS[cls] if name in d})
+    fields = {name: d[name] for name in _FIELDS[cls] if name in d}
+    if cls is Prefill:
+        fields.update(prefill_settings(d))
+    return cls(**fields)
+
+
+def prefill_settings(d: dict) -> dict:
+    """A Prefill record's config (typed) and setup; an older trace kept both in one ``params`` dict."""
+    if "params" in d:
+        params = d["params"]
+        config = GenConfig.from_dict(params)
+        return dict(config=config, setup={k: v for k, v in params.items() if k not in config.__dataclass_fields__})
+    return dict(config=GenConfig(**d.get("config", {})), setup=d.get("setup", {}))
 
 
 def dumps(events: Iterable[Event]) -> str:

@@ -133,20 +133,19 @@ def test_auto_does_not_commit_to_drafting_after_a_slow_warm_up_step(tiny, monkey
     from clasp_core.clock import Clock
 
     clock = {"t": 0.0, "calls": 0}
-    real_verify = decoding._Run.verify
+    real_verify = decoding.verify
 
     def now(self):
         return clock["t"]
 
-    def verify(self, pos, draft, states):      # a plain step costs 50 ms, the first one 1.2 s; k drafts + 35%/k
-        clock["calls"] += 1
-        verdict = real_verify(self, pos, draft, states)
-        verdict.seconds = (1.2 if clock["calls"] == 1 else 0.05) * (1 + 0.35 * len(draft.tokens))
-        clock["t"] += verdict.seconds
+    def verify(runner, last, pos, drafted, sampler, states):   # a plain step costs 50 ms, the first one 1.2 s;
+        clock["calls"] += 1                                       # k drafts + 35%/k
+        verdict = real_verify(runner, last, pos, drafted, sampler, states)
+        clock["t"] += (1.2 if clock["calls"] == 1 else 0.05) * (1 + 0.35 * len(drafted.tokens))
         return verdict
 
     monkeypatch.setattr(Clock, "now", now)
-    monkeypatch.setattr(decoding._Run, "verify", verify)
+    monkeypatch.setattr(decoding, "verify", verify)
     tiny.model.generation_config.eos_token_id = None
     events = list(generate(tiny, None, GenConfig(max_new_tokens=24, auto=True, num_skip=3, draft_len=4),
                            "clasp", prompt_ids=PROMPT))

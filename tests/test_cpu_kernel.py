@@ -113,7 +113,7 @@ def test_the_step_bench_times_blocks_with_both_products(tiny_dir, capsys):
 
 @needs_cc
 def test_a_row_sums_the_same_alone_or_in_a_block(kernel):
-    """What lets a greedy verification take the head two rows at a time (decoding.head_rows): each row of a
+    """What lets a greedy verification take the head two rows at a time (backends/cpu.py, verify_logits): each row of a
     block comes out bitwise as that row alone, as a plain step computes it."""
     g = torch.Generator().manual_seed(5)
     w, b = torch.randn(300, 200, generator=g), torch.randn(300, generator=g)

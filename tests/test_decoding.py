@@ -296,11 +296,10 @@ def test_unsupported_module_wrap():
 
 
 def test_a_greedy_verification_takes_the_head_in_blocks_up_to_the_first_rejection():
-    """decoding._Run.head_rows: rows in blocks of runner.head_block, stopping at the block holding the first
-    rejected draft (or the bonus row); the rows it returns are those the head computed."""
-    from types import SimpleNamespace
-
-    from clasp_core.decoding import _Run
+    """backends.cpu.logits_until_rejected (the CPU backend's verify_logits): rows in blocks of head_block,
+    stopping at the block holding the first rejected draft (or the bonus row); the rows it returns are those
+    the head computed."""
+    from clasp_core.backends.cpu import logits_until_rejected
 
     V = 10
     best = [3, 4, 5, 6, 7, 8]                       # the full model's argmax at each row
@@ -317,7 +316,6 @@ def test_a_greedy_verification_takes_the_head_in_blocks_up_to_the_first_rejectio
             (1, [3, 9, 5], 2, [1, 1]),               # one row at a time (no kernel): as before
             (2, [3, 4, 5], 4, [2, 2])):              # all accepted: the bonus row ends it
         calls = []
-        run = SimpleNamespace(runner=SimpleNamespace(head_block=block, head_row=head_row))
-        out = _Run.head_rows(run, y[:len(drafted) + 1], drafted)
+        out = logits_until_rejected(head_row, y[:len(drafted) + 1], drafted, block)
         assert out.shape[0] == rows and calls == shapes
         assert out.argmax(-1).tolist() == best[:rows]

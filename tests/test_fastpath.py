@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from clasp_core.backends.cuda_static import BUCKETS, StaticSteps, bucket_for, buckets_upto
 from clasp_core.decoding import GenConfig, generate
-from clasp_core.fastpath import BUCKETS, StaticSteps, bucket_for, buckets_upto
 from clasp_core.model import from_modules
 from clasp_core.runner import Runner
 from tests.conftest import tiny_llama
@@ -165,6 +165,6 @@ def test_greedy_clasp_with_cuda_graphs_gives_the_ordinary_paths_tokens():
         events = list(generate(lm, None, GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=40),
                                "clasp", prompt_ids=PROMPT))
         outs.append(events[-1].output_ids)
-    assert lm.runner.graphs > 0 and events[0].params["graph_capture_s"] > 0
+    assert lm.runner.graphs > 0 and events[0].setup["graph_capture_s"] > 0
     assert outs[0] == outs[1]
 

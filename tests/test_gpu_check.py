@@ -97,8 +97,8 @@ def test_shape_parameter_counts_come_from_the_config():
 
 
 def test_shape_study_records_graphs_and_frees_the_model(monkeypatch):
-    """The static path (as on CUDA) makes Runner.fast and StaticSteps.r a cycle: the study must
-    collect it, or the weights of one shape outlive it while the next is built."""
+    """The static path (as on CUDA): the study must free the runner, its backend and their buffers, or the
+    weights of one shape outlive it while the next is built."""
     alive = []
     build = shapes.build
 

@@ -1,6 +1,7 @@
 """Every label on the page says what happened: small synthetic traces, one per mislabel found."""
 import pytest
 
+from clasp_core.settings import GenConfig
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
 from ui.views.dp_view import dp_figure, used_skip_sizes
 from ui.views.layer_map import layer_map_figure, refresh_rounds
@@ -16,7 +17,7 @@ L = 4
 
 def prefill(method="clasp", **params):
     return Prefill(method=method, model="toy", num_layers=L, prompt_ids=[1], prompt_text="p",
-                   params={"temperature": 0, "max_new_tokens": 32, "det": 0.7, **params}, seconds=0.1,
+                   config=GenConfig(**{"temperature": 0, "max_new_tokens": 32, "det": 0.7, **params}), seconds=0.1,
                    first_token=5, first_text="A")
 
 
@@ -151,7 +152,7 @@ def test_teach_opens_on_the_first_round():
 def test_plain_round_sentence_names_its_real_cause():
     # auto off, a plain round because one token was left (max_new_tokens 2, round starts at output 1)
     off = RunState([Prefill(method="clasp", model="toy", num_layers=L, prompt_ids=[1], prompt_text="p",
-                            params={"temperature": 0, "max_new_tokens": 2, "auto": False}, seconds=0.1,
+                            config=GenConfig(temperature=0, max_new_tokens=2, auto=False), seconds=0.1,
                             first_token=5, first_text="A"),
                     rnd(0, 1, skip=(), drafted=(), accepted=0, k_max=0)])
     text = explain_round(off.clasp, 0)

@@ -89,20 +89,24 @@ def test_index_extended_token_by_token_equals_index_built_at_once():
 
 
 def test_auto_copies_only_what_pays():
-    class Policy:
-        beta, margin, c1 = 0.15, 1.05, 0.01
+    from clasp_core.auto import FixedPolicy
 
+    class Measured(FixedPolicy):
+        """A policy that measured a plain step (10 ms) and prices a verification by the line 1 + 0.15 k."""
+        c1, beta, margin = 0.01, 0.15, 1.05
+
+    policy = Measured(3, 5, 0.0)
     m = Match(3, 0, [1, 2, 3], [4, 5, 6, 7, 8])
     copier = CopyPolicy(auto=True)
-    assert copier.length(m, Policy, 1.0) >= 1                 # a fresh guess: alpha 0.5 pays
-    assert CopyPolicy(auto=False).length(m, Policy, 9.0) == 5    # fixed settings copy it all
+    assert copier.length(m, policy, 1.0) >= 1                 # a fresh guess: alpha 0.5 pays
+    assert CopyPolicy(auto=False).length(m, policy, 9.0) == 5    # fixed settings copy it all
     for _ in range(20):
-        copier.observe(m, 5, 0, 0.02, Policy)                 # never accepted ...
-    assert [copier.length(m, Policy, 1.0) for _ in range(8)] == [0] * 7 + [1]   # ... so only probed
+        copier.observe(m, 5, 0, 0.02, policy)                 # never accepted ...
+    assert [copier.length(m, policy, 1.0) for _ in range(8)] == [0] * 7 + [1]   # ... so only probed
     assert copier.alpha(2) == 0.5                             # other n-gram lengths keep their own count
     for _ in range(5):
-        copier.observe(m, 5, 5, 0.02, Policy)                 # the output copies again: so does auto
-    assert copier.length(m, Policy, 1.0) == 5
+        copier.observe(m, 5, 5, 0.02, policy)                 # the output copies again: so does auto
+    assert copier.length(m, policy, 1.0) == 5
 
 
 def test_auto_prices_copies_at_the_measured_verify_cost_and_backs_off_failed_probes():
@@ -241,15 +245,14 @@ class TestSampledLookupRunsAreExact:
     def test_a_wrong_q_is_caught(self, lm, monkeypatch):
         """Positive control: a copy treated as a draw from a uniform q instead of the one-hot q of a
         certain draft (accepted with probability min(1, p(x) / q(x)), too often)."""
-        real = decoding._Run.copy_draft
+        real = decoding.copy_draft
 
-        def soft_q(self, *a):
-            d = real(self, *a)
-            if d is not None:
-                d.q_rows = [torch.full_like(q, 1.0 / q.numel()) for q in d.q_rows]
+        def soft_q(*a):
+            d = real(*a)
+            d.q_rows = [torch.full_like(q, 1.0 / q.numel()) for q in d.q_rows]
             return d
 
-        monkeypatch.setattr(decoding._Run, "copy_draft", soft_q)
+        monkeypatch.setattr(decoding, "copy_draft", soft_q)
         n = 300
         counts, rejected, _ = self.sample_runs(lm, n)
         stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
@@ -304,8 +307,8 @@ def copied_run():
     from clasp_core.trace import Prefill
     src = dict(n=2, ngram=[7, 8], start=3, copied_from=5, length=2, in_prompt=True, prompt_len=9,
                before="the quick", ngram_text=" brown fox", copied_text=" jumps over", after=" the dog")
-    pre = Prefill(method="clasp", model="m", num_layers=4, prompt_ids=list(range(9)), prompt_text="p", params={},
-                  seconds=0.1, first_token=7, first_text=" brown")
+    pre = Prefill(method="clasp", model="m", num_layers=4, prompt_ids=list(range(9)), prompt_text="p",
+                  config=GenConfig(), seconds=0.1, first_token=7, first_text=" brown")
     r1 = Round(index=0, skip=[1, 2], drafted=[8], drafted_text=[" fox"], draft_probs=[0.9], target_probs=[0.8],
                accepted=1, next_token=5, next_text=" jumps", next_kind="bonus", emitted=[8, 5], draft_s=0.02,
                verify_s=0.05, start=1, k_max=8)

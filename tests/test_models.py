@@ -84,7 +84,7 @@ def test_load_refused_by_memory_before_any_weight_is_read(huge_dir):
 
 def test_a_small_model_on_a_cpu_counts_the_runners_packed_copy(monkeypatch):
     cpu = torch.device("cpu")
-    assert fit.packed_copy(500_000_000, cpu) == 500_000_000         # as clasp_core.packed.want_packed decides
+    assert fit.packed_copy(500_000_000, cpu) == 500_000_000         # as clasp_core.backends.cpu.want_packed decides
     assert fit.packed_copy(500_000_000, torch.device("cuda")) == 0
     monkeypatch.setenv("CLASP_CPU_PACKED", "0")
     assert fit.packed_copy(500_000_000, cpu) == 0

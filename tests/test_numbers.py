@@ -3,6 +3,7 @@ each on a small synthetic trace, each failing on the page as it was."""
 import pytest
 
 from clasp_core.costs import run_costs
+from clasp_core.settings import GenConfig
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
 from ui.views.state import RunState
 
@@ -11,8 +12,8 @@ L = 4
 
 def prefill(method="clasp", **params):
     return Prefill(method=method, model="toy", num_layers=L, prompt_ids=[1], prompt_text="p",
-                   params={"temperature": 0, "max_new_tokens": 64, "det": 0.7, "loi": 1, "num_skip": 1,
-                           "draft_len": 4, "strategy": "clasp", **params}, seconds=0.1, first_token=5,
+                   config=GenConfig(**{"temperature": 0, "max_new_tokens": 64, "det": 0.7, "loi": 1, "num_skip": 1,
+                                       "draft_len": 4, "strategy": "clasp", **params}), seconds=0.1, first_token=5,
                    first_text="A")
 
 
@@ -268,7 +269,7 @@ def test_compare_shows_the_loi_each_draft_source_ran_with():
     from ui.views.compare import loi_shown
 
     def view(strategy):
-        return SimpleNamespace(params=dict(strategy=strategy, loi=4, auto=False), done=None, rounds=[])
+        return SimpleNamespace(config=GenConfig(strategy=strategy, loi=4, auto=False), done=None, rounds=[])
 
     assert [loi_shown(view(s)) for s in ("clasp", "clasp+lookup", "clasp-once", "lookup", "static")] == \
         ["4", "4", "once", "–", "–"]

@@ -1,6 +1,7 @@
 """The slow-motion replay in Teach: a finished run's rounds as frames, with no model."""
 from html import unescape
 
+from clasp_core.settings import GenConfig
 from clasp_core.trace import Prefill, Round
 from ui.views.replay import PAUSE, PLAY, frames, replay_html, replay_tick
 from ui.views.state import RunState
@@ -8,7 +9,7 @@ from ui.views.state import RunState
 
 def run(temperature=0.0):
     pre = Prefill(method="clasp", model="toy", num_layers=4, prompt_ids=[1], prompt_text="p",
-                  params={"temperature": temperature, "max_new_tokens": 16}, seconds=0.1, first_token=5,
+                  config=GenConfig(temperature=temperature, max_new_tokens=16), seconds=0.1, first_token=5,
                   first_text="A")
     r0 = Round(index=0, skip=[1, 2], drafted=[6, 7], drafted_text=[" b", " c"], draft_probs=[0.9, 0.6],
                target_probs=[0.8, 0.1], accepted=1, next_token=8, next_text=" C", next_kind="corrected",

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from clasp_core.packed import norm as packed_norm
-from clasp_core.packed import rotate
+from clasp_core.backends.cpu import norm as packed_norm
+from clasp_core.backends.cpu import rotate
 from clasp_core.runner import Runner
 from tests.conftest import tiny_llama
 
@@ -142,7 +142,7 @@ def test_cpu_packed_weights_give_the_modules_results(kind, kernel, monkeypatch):
     assert packed.packed is not None and plain.packed is None
     assert (packed.packed.kernel is not None) == kernel
     longest = packed.packed.max_tokens
-    assert packed.lean(1) == (kind != "qwen3") and not packed.lean(longest + 1)
+    assert packed.backend.lean(1) == (kind != "qwen3") and not packed.backend.lean(longest + 1)
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(0, model.config.vocab_size, (longest + 1 + 6 + longest,), generator=g)
     start = longest + 1                                   # a prompt longer than a short block: modules in both

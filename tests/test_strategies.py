@@ -35,7 +35,7 @@ def test_every_strategy_is_token_identical_to_transformers_generate(tiny, strate
     assert done.output_ids == hf_greedy(tiny, 40)
     assert done.drafted > done.accepted > 0                    # it drafted, and some drafts were rejected
     assert isinstance(events[0], Prefill) and events[0].method == "clasp"
-    assert events[0].params["strategy"] == strategy
+    assert events[0].config.strategy == strategy
     assert all(c.strategy == strategy and len(c.skip) == c.num_skip == 3 for c in choices)
     for r in rounds:                                           # each round drafted with the choice in force
         assert r.k_max == min(4, 40 - r.start - 1) and r.skip == (choices[r.choice].skip if r.k_max else [])
@@ -80,8 +80,8 @@ def test_static_reads_the_offline_set_and_keeps_its_cost_out_of_the_run(tiny, mo
     choices, rounds = split(events)
     assert calls == [3] and choices[0].skip == [0, 2, 5]
     assert all(r.skip == [0, 2, 5] for r in rounds if r.drafted)
-    params = events[0].params
-    assert params["static_search_s"] == 42.0 and params["static_how"] == "test set"
+    setup = events[0].setup
+    assert setup["static_search_s"] == 42.0 and setup["static_how"] == "test set"
     assert choices[0].seconds < 42.0 and events[-1].output_ids == hf_greedy(tiny, 40)
 
 

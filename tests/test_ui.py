@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from clasp_core import trace
+from clasp_core.settings import GenConfig
 from clasp_core.trace import Done, LayerChoice, Prefill, Round, Step
 from ui.views.analysis import accepted_histogram, jaccard, jaccard_by_distance, persistence_figure
 from ui.views.dp_view import dp_figure
@@ -174,7 +175,7 @@ def test_teaching_sentences(views):
 def synthetic():
     """Two rounds: one fully accepted, one cut at EOS after its first accepted draft token."""
     return [
-        Prefill(method="clasp", model="toy", num_layers=4, prompt_ids=[1], prompt_text="p", params={"temperature": 0},
+        Prefill(method="clasp", model="toy", num_layers=4, prompt_ids=[1], prompt_text="p", config=GenConfig(),
                 seconds=0.1, first_token=5, first_text="A"),
         LayerChoice(round=0, position=0, skip=[1], D=[[1.0, None]] + [[1.0, 0.9]] * 4, path=[[4, 1], [3, 1], [2, 1],
                     [1, 0], [0, 0]], seconds=0.01, num_skip=1),
@@ -194,19 +195,20 @@ def test_tokens_stop_at_an_eos_cut():
 
 
 def test_the_summary_and_timing_table_name_the_draft_source(views):
-    """A run of another draft source is named as such, not "CLaSp" (the trace's params say which)."""
+    """A run of another draft source is named as such, not "CLaSp" (the trace's config says which)."""
     import dataclasses
 
     c, v = views["clasp"], views["vanilla"]
     assert c.source == "CLaSp" and v.source == "vanilla"
     assert summary_html(c, v).startswith('<div class="summary">CLaSp <b>')
-    lookup = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": "lookup"}),
-                         *c.rounds, *c.steps, c.done])
+    def as_source(strategy):
+        return dataclasses.replace(c.prefill, config=dataclasses.replace(c.prefill.config, strategy=strategy))
+
+    lookup = build_view([as_source("lookup"), *c.rounds, *c.steps, c.done])
     assert lookup.source == "prompt lookup"
     assert summary_html(lookup, v).startswith('<div class="summary">prompt lookup <b>')
     assert "<th>prompt lookup</th><th>vanilla</th>" in timing_html(lookup, v)
-    once = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": "clasp-once"}),
-                       *c.rounds, c.done])
+    once = build_view([as_source("clasp-once"), *c.rounds, c.done])
     assert once.source == "DP once"
 
 
@@ -216,7 +218,7 @@ def test_no_label_calls_another_draft_source_clasp(views, strategy, name):
     import dataclasses
 
     c, v = views["clasp"], views["vanilla"]
-    run = build_view([dataclasses.replace(c.prefill, params={**c.prefill.params, "strategy": strategy}),
+    run = build_view([dataclasses.replace(c.prefill, config=dataclasses.replace(c.prefill.config, strategy=strategy)),
                       *c.choices, *c.rounds, c.done])
     timing = timing_html(run, v)
     assert f"Lossless: {name}'s {len(c.done.output_ids)} tokens" in timing.replace("&#x27;", "'")

@@ -79,7 +79,7 @@ def run_engine(lm: LoadedModel, ids: list[int], cfg: GenConfig, method: str) -> 
                accept_lengths=[len(e.emitted) if isinstance(e, Round) else 1
                                for e in events if isinstance(e, (Round, Step))])
     runner = lm.runner  # whether the run replayed CUDA graphs, and what capturing cost before it
-    row.update(graphs=runner.graphs, graph_capture_s=events[0].params.get("graph_capture_s", 0.0),
+    row.update(graphs=runner.graphs, graph_capture_s=events[0].setup.get("graph_capture_s", 0.0),
                graph_failed=runner.capture_failed)
     if cfg.temperature == 0:         # the full model's top two per token: ties.classify reads them
         _, tops = run_tops(events)

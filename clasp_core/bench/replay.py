@@ -134,10 +134,11 @@ def verify(runner, cur: int, drafted: list[int], pos: int, a: int, states: bool)
     """The full model over [cur, drafts]: its own token after the a accepted drafts, and the block's
     per-layer states when asked (the next layer choice reads them)."""
     block = ids(runner, [cur] + drafted)
-    rows = bool(drafted) and runner.rows_head             # a CPU verification's head goes row by row
-    res = runner.forward(block, pos, hidden=states, head=not rows)
-    out, hs = res if states else (res, None)
-    logits = runner.head_row(out[:a + 1]) if rows else out
+    res = runner.forward(block, pos, hidden=states, head=False)
+    y, hs = res if states else (res, None)
+    # a CPU backend's head reads the rows up to the rejection (as the engine's greedy verification), others all
+    rows = y[:a + 1] if drafted and getattr(runner.backend, "rows_head", False) else y
+    logits = runner.verify_logits(rows, None)
     return int(logits[:a + 1].argmax(-1).tolist()[a]), hs
 
 

@@ -107,7 +107,7 @@ def study(shape: str, device: torch.device, dtype: torch.dtype, context: int, K:
 def freed(out: dict, device: torch.device) -> dict:
     """``out`` with the peak GPU memory, after the shape that made it is gone (call it once its model is out
     of scope): the next shape must not be built next to this one's weights."""
-    gc.collect()                 # Runner.fast and StaticSteps.r refer to each other: only gc frees the weights
+    gc.collect()                 # any reference cycle left among the runner's parts: only gc frees the weights
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.empty_cache()

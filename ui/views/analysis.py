@@ -58,13 +58,13 @@ def persistence_note(view: RunView | None) -> str:
     if not data:
         return ""
     drafting = [r for r in view.rounds if r.skip]
-    p = view.params
-    strategy = p.get("strategy", "clasp")
+    p = view.config
+    strategy = p.strategy
     chosen = len({id(view.choice_for(r)) for r in drafting})
     every = len(drafting) / max(1, chosen)
-    if strategy != "clasp" or p.get("auto") or p.get("loi", 1) > 1 or chosen < len(drafting) * 0.5:
-        how = ("auto stretched LOI" if p.get("auto") else
-               f"LOI was {p.get('loi')}" if strategy == "clasp" else f"the {view.source} layer choice fixes it")
+    if strategy != "clasp" or p.auto or p.loi > 1 or chosen < len(drafting) * 0.5:
+        how = ("auto stretched LOI" if p.auto else
+               f"LOI was {p.loi}" if strategy == "clasp" else f"the {view.source} layer choice fixes it")
         return (f"*Reading this run:* the skip set was chosen {chosen}× for {len(drafting)} drafting rounds "
                 f"(about every {every:.0f} rounds: {how}), so rounds closer than that share their set by "
                 f"construction and the curve cannot tell how fast the set *would* change. To measure that, run "

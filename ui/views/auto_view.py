@@ -93,7 +93,7 @@ def round_reason(note: dict | None) -> str:
 
 def auto_summary(view: RunView | None, device: str) -> str:
     """The status line's note on an auto run: what auto did, with the numbers it decided from."""
-    if view is None or not view.params.get("auto"):
+    if view is None or not view.config.auto:
         return ""
     rounds = view.rounds
     drafting = [r for r in rounds if r.drafting]

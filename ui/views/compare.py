@@ -42,10 +42,10 @@ def run_summary(state: RunState) -> dict | None:
     c, v = state.clasp, state.vanilla
     if not (c and c.done and v and v.done) or c.done.stop_reason == "stopped":
         return None
-    p, d = c.params, c.done
-    return {"prompt": c.prefill.prompt_text, "temperature": p.get("temperature", 0.0),
-            "strategy": p.get("strategy", "clasp"), "auto": bool(p.get("auto")),
-            "M": p.get("num_skip"), "K": p.get("draft_len"), "DET": p.get("det"), "LOI": loi_shown(c),
+    p, d = c.config, c.done
+    return {"prompt": c.prefill.prompt_text, "temperature": p.temperature,
+            "strategy": p.strategy, "auto": bool(p.auto),
+            "M": p.num_skip, "K": p.draft_len, "DET": p.det, "LOI": loi_shown(c),
             "τ": round(d.tau, 2), "acceptance": round(acceptance_rate(d.accepted, d.drafted), 2) if d.drafted else None,
             "drafted": d.drafted, "tokens/s": round(d.tokens_per_s, 1),
             "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None,
@@ -58,16 +58,16 @@ def run_summary(state: RunState) -> dict | None:
 def loi_shown(view) -> str:
     """LOI as the run had it: the setting for a fixed CLaSp run; for auto, the drafting rounds per DP run
     it measured (it stretches LOI); "once" for a choice whose DP runs once; "–" for choices that run no DP."""
-    p, d = view.params, view.done
-    strategy = p.get("strategy", "clasp")
+    p, d = view.config, view.done
+    strategy = p.strategy
     if strategy not in DP_STRATEGIES:
         return "–"
     if dp_once(strategy):                            # the DP's first choice kept for the whole run
         return "once"
-    if p.get("auto"):
+    if p.auto:
         drafting = sum(r.drafting for r in view.rounds)
         return f"{drafting / d.dp_calls:.0f} (auto)" if d and d.dp_calls else "– (no DP ran)"
-    return str(p.get("loi"))
+    return str(p.loi)
 
 
 def settings(row: dict) -> str:

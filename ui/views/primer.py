@@ -53,7 +53,7 @@ def pays_sentence(c: Costs | None, never: bool) -> str:
 def skip_sentence(clasp: RunView | None, c: Costs | None, never: bool) -> str:
     here = NOT_DRAFTED if never else NOT_YET
     if c is not None and c.r_draft and clasp is not None:
-        m, L = clasp.params.get("num_skip"), clasp.num_layers
+        m, L = clasp.config.num_skip, clasp.num_layers
         share = f", where its layers alone would be {(L - m) / L:.2f}" if isinstance(m, int) and L else ""
         here = f"M = {m} of L = {L}: {_b(f'{c.r_draft:.2f}')} of a full step{share}"
     elif c is not None:

@@ -43,7 +43,7 @@ def _esc(s: str) -> str:
 
 def _rule(view: RunView, q: float, p: float, accepted: bool) -> str:
     """The accept rule applied to one drafted token, in words."""
-    if view.params.get("temperature", 0) > 0:
+    if view.config.temperature > 0:
         ratio = min(1.0, p / q) if q > 0 else 1.0
         return f"accepted with probability min(1, p/q) = {ratio:.2f}: {'accepted' if accepted else 'rejected'}"
     return ("the full model's own top choice: accepted" if accepted
@@ -91,7 +91,7 @@ def round_html(view: RunView, f: Frame) -> str:
         elif is_below_det(r):
             parts.append(_token(r.next_text, "tok-det", BELOW_DET_RULE, "below DET") if emitted else "")
             say = (f"Below DET: the draft ran one step ({r.draft_s * 1e3:.0f} ms), but its first guess fell below "
-                   f"DET = {view.params.get('det', 0):.2f}, so nothing was drafted (0 tokens). The full model takes "
+                   f"DET = {view.config.det:.2f}, so nothing was drafted (0 tokens). The full model takes "
                    f"one step and appends its token.")
         elif not r.drafted:
             parts.append(_token(r.next_text, "tok-plain", "a plain full-model step", "full model") if emitted else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clasp_core.settings import GenConfig
 from clasp_core.strategies import short_name
 from clasp_core.trace import Done, Event, LayerChoice, Prefill, Round, Step
 
@@ -81,15 +82,16 @@ class RunView:
         """The draft source's name for the page ("CLaSp", "prompt lookup", ...; "vanilla" for a plain run)."""
         if self.method != "clasp":
             return self.method
-        return short_name(self.params.get("strategy") or "clasp")
+        return short_name(self.config.strategy or "clasp")
 
     @property
     def num_layers(self) -> int:
         return self.prefill.num_layers if self.prefill else 0
 
     @property
-    def params(self) -> dict:
-        return self.prefill.params if self.prefill else {}
+    def config(self) -> GenConfig:
+        """The run's settings (the defaults before its Prefill arrives)."""
+        return self.prefill.config if self.prefill else GenConfig()
 
     def add(self, e: Event) -> None:
         if isinstance(e, Prefill):

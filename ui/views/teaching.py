@@ -18,10 +18,10 @@ def _quote(s: str) -> str:
 
 
 def _plain_reason(view: RunView, r) -> str:
-    left = view.params.get("max_new_tokens", 0) - r.start
+    left = view.config.max_new_tokens - r.start
     if left <= 1:
         return "only one token was left to generate, so there was nothing to draft"
-    if view.params.get("auto"):
+    if view.config.auto:
         return round_reason(r.auto) or ("auto chose a plain step: no draft was predicted faster than a plain step "
                                         "by its margin here")
     return "no draft was planned for this round"
@@ -67,7 +67,7 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
     if not r.drafted:
         if is_below_det(r):
             head = (f"**Below DET**: the draft ran one step ({r.draft_s * 1e3:.0f} ms), but its first guess fell "
-                    f"below the confidence threshold DET = {view.params.get('det', 0):.2f}, so nothing was drafted "
+                    f"below the confidence threshold DET = {view.config.det:.2f}, so nothing was drafted "
                     f"(a drafting round that produced 0 draft tokens)")
         else:
             head = f"No draft tokens: {_plain_reason(view, r)}"
@@ -75,7 +75,7 @@ def explain_round(view: RunView | None, index: int, costs: Costs | None = None) 
             return lead + f"{head}; the run had already reached its end."
         return lead + (f"{head}. The full model produced {_quote(r.next_text)} on its own, "
                        f"like vanilla decoding.") + cost_sentence(view, r, costs)
-    why = round_reason(r.auto) if view.params.get("auto") else ""
+    why = round_reason(r.auto) if view.config.auto else ""
     if why:
         lead += f"*Why:* {why}. "
     if is_copied(r):

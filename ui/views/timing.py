@@ -72,7 +72,7 @@ def lossless_state(clasp: RunView | None, vanilla: RunView | None) -> tuple[str,
     if not (clasp and clasp.done and vanilla and vanilla.done):
         return "pending", "Lossless check: waiting for both runs."
     name = clasp.source
-    if clasp.prefill.params.get("temperature", 0) > 0:
+    if clasp.prefill.config.temperature > 0:
         return "sampled", (f"Temperature > 0: outputs are samples, so they may differ; {name} keeps the target "
                            "distribution (speculative sampling), which a single run cannot show.")
     a, b = clasp.done.output_ids, vanilla.done.output_ids
@@ -100,7 +100,7 @@ TAU_NOTE = ("Two τ, named apart: <b>τ</b> counts every round, plain full-model
 def parting(clasp: RunView | None, vanilla: RunView | None) -> Divergence | None:
     """Where and why CLaSp's greedy output leaves vanilla's (clasp_core.ties), once both are done;
     None while running, when sampling, or when the outputs are identical."""
-    if not (clasp and clasp.done and vanilla and vanilla.done) or clasp.params.get("temperature", 0) > 0:
+    if not (clasp and clasp.done and vanilla and vanilla.done) or clasp.config.temperature > 0:
         return None
     if clasp.done.output_ids == vanilla.done.output_ids:
         return None

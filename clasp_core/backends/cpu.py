@@ -25,6 +25,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import cpu_kernel
+from .modules import Modules, module_layer
+
 
 @dataclass
 class LayerWeights:
@@ -166,6 +169,69 @@ def norm(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.float32:
         return torch.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
     return module(x)
+
+
+class Cpu(Modules):
+    """Short blocks on the packed weights: one lean call per layer where the layer is plain Llama, else the
+    modules with the packed products; a greedy verification's head row by row up to its first rejection."""
+
+    name = "cpu"
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        kernel = cpu_kernel.kernel_or_say() if runner.dtype == torch.float32 else None
+        self.packed = Packed(runner.layers, runner.lm_head, kernel=kernel)
+        # on a CPU a greedy verification needs logits only up to its first rejected draft, usually the first
+        # or second row, while the head of the whole block costs more than that: 2-5 one-row products for 2-9
+        # rows with MKL's matrix-matrix kernel on an AMD EPYC, about 1.2-2 with the engine's own kernel
+        self.rows_head = not runner.spread
+        # rows per head product: two with the engine's own kernel (a second row costs little there, and each
+        # row's sums are the same alone or in a block), else one
+        self.head_block = 2 if kernel is not None else 1
+
+    def lean(self, T: int) -> bool:
+        """Whether a block of T tokens runs the packed one-call layer (Packed.layer)."""
+        return self.packed.lean and T <= self.packed.max_tokens
+
+    def rope(self, cos: torch.Tensor, sin: torch.Tensor, T: int):
+        return self.packed.rope_tables(cos, sin) if self.lean(T) else None
+
+    def layer(self, i: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, at: torch.Tensor,
+              mask: torch.Tensor | None = None, end: int | None = None, rope=None) -> torch.Tensor:
+        T = x.shape[1]
+        if self.lean(T):
+            K, V = self.r.cache.view(i)
+            return self.packed.layer(i, x, rope or self.packed.rope_tables(cos, sin), at, mask, K, V, end)
+        pk = self.packed if T <= self.packed.max_tokens else None
+        return module_layer(self.r, i, x, cos, sin, at, mask, end, pk)
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        """The packed head for short blocks, the module's for longer ones."""
+        return self.packed.lm_head(y) if y.shape[1] <= self.packed.max_tokens else self.r.lm_head(y)
+
+    def verify_logits(self, y: torch.Tensor, drafted: list[int] | None) -> torch.Tensor:
+        """Greedy (``drafted`` given, not empty): the logits up to the first draft the full model rejects, in
+        blocks of ``head_block`` rows. Each row comes out bitwise as a plain step's (the engine's kernel sums
+        each row alone), so the argmax is the same."""
+        if not drafted or not self.rows_head:
+            return super().verify_logits(y, drafted)
+        return logits_until_rejected(self.head_row, y, drafted, self.head_block)
+
+    def head_row(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits [b, V] of b final-normed states [b, d] (a short block's packed product)."""
+        return self.head(y[None])[0]
+
+
+def logits_until_rejected(head_row, y: torch.Tensor, drafted: list[int], block: int) -> torch.Tensor:
+    """``head_row`` over the rows of y [k + 1, d], ``block`` rows at a time, stopping after the block that holds
+    the first row whose argmax is not its draft (or the last row)."""
+    out = []
+    for i in range(0, len(drafted) + 1, block):
+        out.append(head_row(y[i:i + block]))
+        for r, best in enumerate(out[-1].argmax(-1).tolist(), i):
+            if r == len(drafted) or best != drafted[r]:
+                return torch.cat(out)
+    return torch.cat(out)
 
 
 def want_packed(model: torch.nn.Module, device: torch.device) -> bool:

@@ -16,6 +16,8 @@ import warnings
 
 import torch
 
+from .modules import Modules
+
 BUCKETS = (1, 2, 4, 8, 16, 32)
 
 
@@ -153,20 +155,55 @@ class StaticSteps:
                     self.capture(i, T)
         return self.capture_s - t0 if self.use_graphs else 0.0
 
-    # ---- a forward over the static path --------------------------------------------------------
-    def forward(self, ids: torch.Tensor, start: int, skip, hidden: bool, last_only: bool):
-        n = ids.shape[0]
-        T = bucket_for(n)
+    # ---- a block on the static path ---------------------------------------------------------
+    def block(self, ids: torch.Tensor, start: int):
+        """The block's inputs loaded into its bucket's buffers, and the step that runs layer i on them in place."""
+        T = bucket_for(ids.shape[0])
         b = self.load(ids, start, T)
-        rows = slice(n - 1, n) if last_only else slice(0, n)
-        hs = [b["x"][0, rows].clone()] if hidden else None
 
         def step(i: int, x: torch.Tensor) -> torch.Tensor:
             self.run_layer(i, T)                  # in place: x is the bucket's static buffer
             return x
 
-        record = (lambda x: hs.append(x[0, rows].clone())) if hidden else None
-        self.r.run_layers(b["x"], step, skip, record=record)
-        y = b["x"][:, n - 1:n] if last_only else b["x"][:, :n]
-        logits = self.r.head(self.r.norm(y))[0]
-        return (logits, torch.stack(hs)) if hidden else logits
+        return b["x"], step
+
+
+class CudaStatic(Modules):
+    """Short blocks (decode, draft, verify) on static buffers, layer by layer as CUDA graphs on a GPU (eagerly
+    on a CPU); every layer's math and the head are the ``inner`` backend's, and so is any longer block."""
+
+    name = "cuda-static"
+
+    def __init__(self, runner, inner: Modules):
+        super().__init__(runner)
+        self.inner = inner
+        self.packed = inner.packed
+
+    def rope(self, cos, sin, T: int):
+        return self.inner.rope(cos, sin, T)
+
+    def layer(self, i, x, cos, sin, at, mask=None, end=None, rope=None) -> torch.Tensor:
+        return self.inner.layer(i, x, cos, sin, at, mask, end, rope)
+
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.head(y)
+
+    def room(self, capacity: int) -> int:
+        """Static buffers span the whole cache: room for padded blocks, rounded up."""
+        return -(-(capacity + BUCKETS[-1]) // 256) * 256 if capacity > self.r.cache.capacity else capacity
+
+    def allocated(self) -> None:
+        """Graphs hold the old cache tensors: start afresh, keep counting, and do not retry a failed capture."""
+        old = self.steps
+        spent = old.capture_s if old is not None and old.use_graphs and old.graphs else 0.0
+        failed = old.failed if old is not None else None
+        self.steps = StaticSteps(self.r, use_graphs=failed is None)
+        self.steps.capture_s, self.steps.failed = spent, failed
+
+    def prepare(self, max_tokens: int) -> float:
+        return self.steps.capture_all(max_tokens) if self.steps is not None else 0.0
+
+    def block(self, ids: torch.Tensor, start: int):
+        if self.steps is None or start == 0 or bucket_for(ids.shape[0]) is None:
+            return None
+        return self.steps.block(ids, start)
