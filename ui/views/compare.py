@@ -51,8 +51,8 @@ def run_summary(state: RunState) -> dict | None:
             "× vanilla": round(speedup(d.tokens_per_s, v.done.tokens_per_s), 2) if v.done.tokens_per_s else None,
             "noise": noise_text(v).removeprefix("noise "), "never drafted": never_drafted(c),
             # settings that change speed besides the knobs above: they group the rows (``settings``)
-            "loi_setting": p.get("loi"), "model": c.prefill.model, "dtype": c.prefill.dtype,
-            "max_new": p.get("max_new_tokens"), "top_p": p.get("top_p")}
+            "loi_setting": p.loi, "model": c.prefill.model, "dtype": c.prefill.dtype,
+            "max_new": p.max_new_tokens, "top_p": p.top_p}
 
 
 def loi_shown(view) -> str:
