@@ -19,6 +19,8 @@ import torch
 
 from .auto import AutoPolicy, FixedPolicy, Policy, head_share
 from .clock import Clock
+from .dp_static import verify_with_dp
+from .layer_dp import DPResult
 from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import default_num_skip, dtype_name, tau
 from .model import LoadedModel
@@ -136,6 +138,7 @@ class Verdict:
     states: torch.Tensor | None     # per-layer states of the verified block, when layers are chosen next
     top_ids: list = field(default_factory=list)     # greedy: the full model's top two at each emitted position
     top_logits: list = field(default_factory=list)
+    dp: DPResult | None = None      # clasp-fused: the layer DP that rode this verification
 
 
 @dataclass
@@ -186,6 +189,7 @@ class Loop:
     choices: int = 0                # layer choices so far
     rounds: int = 0
     since: int = 0                  # rounds since the last layer choice
+    riding: tuple | None = None     # clasp-fused: (states, position) of the token whose DP rides the next verification
 
 
 class _Run:
@@ -286,11 +290,17 @@ class _Run:
         while (reason := self.output.finished()) is None:
             plan = self.plan(loop)
             draft = plan.copy if plan.copy is not None else self.draft(loop.pos, plan.skip, plan.k_max, policy.det)
-            verdict = self.verify(loop.pos, draft, states=plan.again and layers.uses_dp)
+            ride, loop.riding = loop.riding, None
+            verdict = self.verify(loop.pos, draft, states=plan.again and layers.uses_dp, ride=ride)
             yield from self.clock.emit(self.keep(loop, plan, draft, verdict))
+            if verdict.dp is not None and self.output.finished() is None:
+                yield from self.clock.emit(self.rechoose(loop, None, ride[1], verdict.dp))
             if plan.again and self.output.finished() is None:
                 xs = verdict.states[:, verdict.accepted] if verdict.states is not None else None
-                yield from self.clock.emit(self.rechoose(loop, xs))
+                if getattr(layers, "fused", False):      # its DP rides the next round's verification
+                    loop.riding, loop.since = (xs, loop.pos - 1), 0
+                else:
+                    yield from self.clock.emit(self.rechoose(loop, xs))
         yield self.done(reason)
 
     def plan(self, loop: Loop) -> Plan:
@@ -338,23 +348,27 @@ class _Run:
         loop.rounds += 1
         return event
 
-    def rechoose(self, loop: Loop, xs: torch.Tensor | None) -> LayerChoice:
-        """Choose the layers again on the newest verified token's states ``xs`` (at position pos - 1)."""
-        p = loop.pos - 1
-        loop.choice, loop.planned = self.choose(loop.layers, loop.policy, xs, p)
-        loop.since, loop.choices = 0, loop.choices + 1
-        return self.layer_event(loop.choice, loop.planned, loop.rounds, p)
+    def rechoose(self, loop: Loop, xs: torch.Tensor | None, p: int | None = None,
+                 done: DPResult | None = None) -> LayerChoice:
+        """Choose the layers again on the newest verified token's states ``xs`` (at position pos - 1), or take
+        the DP ``done`` of the token at ``p`` that rode a verification (clasp-fused)."""
+        p = loop.pos - 1 if p is None else p
+        loop.choice, loop.planned = self.choose(loop.layers, loop.policy, xs, p, done)
+        loop.since = loop.since if done is not None else 0    # a fused DP's count began when it was asked for
+        loop.choices += 1
+        return self.layer_event(loop.choice, loop.planned, loop.rounds, p, fused=done is not None)
 
-    def choose(self, layers, policy, xs: torch.Tensor | None, p: int):
+    def choose(self, layers, policy, xs: torch.Tensor | None, p: int, done: DPResult | None = None):
         """Choose layers, then plan the next round at once, so its event can tell the set it drafts with."""
-        choice = layers.choose(self.runner, xs, p, self.cfg.num_skip)
+        choice = (layers.choose(self.runner, xs, p, self.cfg.num_skip) if done is None
+                  else Choice(layers.name, done.skip, done.seconds, done))
         if choice.dp is not None:
             self.totals.dp_s += choice.seconds
             self.totals.dp_calls += 1
             policy.observe_dp(choice.seconds)
         return choice, policy.plan()
 
-    def layer_event(self, choice: Choice, planned, round_index: int, p: int) -> LayerChoice:
+    def layer_event(self, choice: Choice, planned, round_index: int, p: int, fused: bool = False) -> LayerChoice:
         """The set the next round drafts with: skip_for(arm.M), or the full-M set if it is a plain step."""
         arm = planned[0]
         m = arm.M if arm is not None else self.cfg.num_skip
@@ -362,7 +376,7 @@ class _Run:
         dp = choice.dp
         return LayerChoice(round=round_index, position=p, skip=skip, D=dp.D if dp else [], path=path,
                            seconds=choice.seconds, num_skip=m, strategy=choice.strategy,
-                           flags=dp.flags if dp else None)
+                           flags=dp.flags if dp else None, fused=fused)
 
     def draft(self, pos: int, skip: frozenset, k_max: int, det: float) -> Draft:
         """Up to k_max tokens from the layer-skipping draft; stops when its top-1 prob < DET."""
@@ -422,13 +436,19 @@ class _Run:
                        copied_text=tok.decode(ctx[c:e]), after=tok.decode(ctx[e:e + around]))
         return rec
 
-    def verify(self, pos: int, draft: Draft, states: bool) -> Verdict:
-        """The full model over the newest token and the draft: how many drafts it accepts, and its own next."""
+    def verify(self, pos: int, draft: Draft, states: bool, ride: tuple | None = None) -> Verdict:
+        """The full model over the newest token and the draft: how many drafts it accepts, and its own next.
+        ``ride``: (states, position) of a token whose layer DP runs in the same layer calls (clasp-fused)."""
         t0 = self.clock.now()
         drafted, k = draft.tokens, len(draft.tokens)
         rows = self.greedy and k > 0 and self.runner.rows_head
-        res = self.runner.forward(self.ids(self.output.ids[-1:] + drafted), pos, hidden=states, head=not rows)
-        logits, hs = res if states else (res, None)
+        ids, dp = self.ids(self.output.ids[-1:] + drafted), None
+        if ride is not None:
+            logits, hs, dp = verify_with_dp(self.runner, ids, pos, ride[0], self.cfg.num_skip, hidden=states,
+                                            head=not rows)
+        else:
+            res = self.runner.forward(ids, pos, hidden=states, head=not rows)
+            logits, hs = res if states else (res, None)
         if rows:
             logits = self.head_rows(logits, drafted)
         if self.greedy:
@@ -442,7 +462,7 @@ class _Run:
             acc, nxt, kind = speculative_accept(drafted, q, p, self.gen)
             p_x = p[torch.arange(k), self.ids(drafted)].tolist() if k else []
         top = self.tops(logits[:acc + 1])
-        return Verdict(acc, nxt, kind, p_x, self.clock.now() - t0, hs, **top)
+        return Verdict(acc, nxt, kind, p_x, self.clock.now() - t0, hs, **top, dp=dp)
 
     def head_rows(self, y: torch.Tensor, drafted: list[int]) -> torch.Tensor:
         """Greedy verification's logits up to the first draft the full model rejects (runner.rows_head), in

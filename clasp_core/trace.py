@@ -67,6 +67,9 @@ class LayerChoice:
     num_skip: int = 0              # the m of ``skip`` (auto may draft with fewer layers skipped than M)
     strategy: str = "clasp"        # clasp | clasp-once | static | early-exit | random
     flags: list[list[bool]] | None = None   # (L+1) x (M+1): g(i, j) came from "skip layer i-1"; None without DP
+    # clasp-fused: the DP ran inside a verification's layer calls; its share of that pass cannot be timed
+    # apart, so ``seconds`` is 0 and the cost is inside that round's verify_s
+    fused: bool = False
     kind: str = "layer_choice"
 
 

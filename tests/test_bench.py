@@ -56,9 +56,9 @@ def test_bench_rejects_bad_arguments(tmp_path):
 
 
 def test_every_engine_method_maps_to_one_loop_and_strategy():
-    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "static", "early-exit", "random",
-                               "lookup", "clasp+lookup", "hf-lookup")
-    for s in ("clasp", "clasp-once", "static", "early-exit", "random", "lookup"):     # each draft source, as itself
+    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "clasp-fused", "static", "early-exit",
+                               "random", "lookup", "clasp+lookup", "hf-lookup")
+    for s in ("clasp", "clasp-once", "clasp-fused", "static", "early-exit", "random", "lookup"):   # each, as itself
         assert methods.engine_config(GenConfig(), s) == ("clasp", GenConfig(strategy=s))
     assert methods.engine_config(GenConfig(), "clasp+lookup")[1].auto       # auto: plain steps where nothing pays
     kind, cfg = methods.engine_config(GenConfig(), "auto")
