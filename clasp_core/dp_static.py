@@ -40,6 +40,8 @@ class StaticDP:
         self.xs = torch.zeros(L + 1, r.hidden, device=dev)                  # x_0..x_L of the token, fp32
         self.p = torch.zeros((), dtype=torch.long, device=dev)              # its position
         self.g = torch.zeros(M + 1, r.hidden, device=dev, dtype=r.dtype)    # g(i, 0..M) of the current i
+        self.cos = torch.zeros(1, M, r.head_dim, device=dev, dtype=r.dtype)  # the candidates' rotary (at p)
+        self.sin = torch.zeros_like(self.cos)
         self.D = torch.full((L + 1, M + 1), float("nan"), device=dev)
         self.flags = torch.zeros(L + 1, M + 1, dtype=torch.bool, device=dev)
         j, i = torch.arange(1, M + 1, device=dev), torch.arange(L + 1, device=dev)[:, None]
@@ -56,14 +58,11 @@ class StaticDP:
 
     # ---- the pieces -------------------------------------------------------------------------
     def candidates(self, p: torch.Tensor, lo, width: int):
-        """Rotary, write slots and mask of the M candidates: all at position p, each seeing [0, p) and
-        its own scratch slot lo + c only (``lo``: a device or host integer; ``width``: the mask's columns)."""
-        r = self.r
+        """Write slots and mask of the M candidates: all at position p, each seeing [0, p) and its own
+        scratch slot lo + c only (``lo``: a device or host integer; ``width``: the mask's columns)."""
         at = (self.slots + lo).clamp_(max=self.capacity - 1)
         cols = self.cols[None, :width]
-        mask = (cols < p) | (cols == at[:, None])
-        cos, sin = r.rotary(self.g[None, 1:], (self.slots * 0 + p)[None])
-        return cos, sin, at, mask
+        return at, (cols < p) | (cols == at[:, None])
 
     def begin(self) -> None:
         """g(0, j) = x_0 for every row (rows j > 0 are padding until their cell exists); D(0, 0) = 1."""
@@ -103,20 +102,25 @@ class StaticDP:
     def run(self) -> None:
         """The whole DP on the buffers: fixed shapes, no host synchronisation (what the graph records)."""
         r, M = self.r, self.M
-        cos, sin, at, mask = self.candidates(self.p, self.p + 1, self.capacity)
-        rope = r.packed.rope_tables(cos, sin) if r.lean(M) else None
+        at, mask = self.candidates(self.p, self.p + 1, self.capacity)
+        rope = r.packed.rope_tables(self.cos, self.sin) if r.lean(M) else None
         self.begin()
         for i in range(1, self.L + 1):
-            ran = self.layer(i - 1, self.g[None, 1:], cos, sin, at, mask, None, rope)[0]
+            ran = self.layer(i - 1, self.g[None, 1:], self.cos, self.sin, at, mask, None, rope)[0]
             self.step(i, ran)
 
     # ---- the host's side ---------------------------------------------------------------------
     def load(self, xs: torch.Tensor, p: int, need: int) -> None:
-        """The token's states and position into the buffers (device copies, no sync)."""
+        """The token's states, its position and the candidates' rotary into the buffers (device work, no
+        sync). The rotary runs here, outside the graph, as fastpath's ``load`` does: the model's own rotary
+        module may read a position back to the host (dynamic RoPE), which a capture cannot hold."""
         if need > self.capacity:
             raise ValueError("cache too small for the layer DP's candidates")
         self.xs.copy_(xs)
         self.p.fill_(p)
+        cos, sin = self.r.rotary(self.cos, torch.full((1, self.M), p, device=self.p.device))
+        self.cos.copy_(cos)
+        self.sin.copy_(sin)
 
     def result(self, t0: float) -> DPResult:
         """One copy of D and the flags to the host, then the backtrack."""
@@ -237,8 +241,8 @@ def verify_with_dp(runner, ids: torch.Tensor, pos: int, xs: torch.Tensor, M: int
     x = r.embed(ids)[None]
     at_v = torch.arange(pos, pos + T, device=x.device)
     cos_v, sin_v = r.rotary(x, at_v[None])
-    cos_c, sin_c, at_c, mask_c = dp.candidates(dp.p, pos + T, end)
-    cos, sin = torch.cat([cos_v, cos_c], 1), torch.cat([sin_v, sin_c], 1)
+    at_c, mask_c = dp.candidates(dp.p, pos + T, end)
+    cos, sin = torch.cat([cos_v, dp.cos], 1), torch.cat([sin_v, dp.sin], 1)
     at = torch.cat([at_v, at_c])
     mask = torch.cat([dp.cols[None, :end] <= at_v[:, None], mask_c])
     rope = r.packed.rope_tables(cos, sin) if r.lean(T + M) else None
