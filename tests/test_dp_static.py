@@ -131,3 +131,46 @@ def test_fused_choices_equal_the_eager_dp_on_the_same_states():
         ref = choose_skip_set(runner, hs[:, -1], c.position, 3)
         assert c.flags == ref.flags and c.skip == ref.skip
         torch.testing.assert_close(table(c.D), table(ref.D), rtol=0, atol=1e-5, equal_nan=True)
+
+
+# ---- on a GPU (gpu_check's tests step runs these): the captured graph against the eager DP ----------------
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="the DP's graph needs a CUDA GPU")
+
+
+@CUDA
+def test_cuda_graphed_dp_equals_the_eager_dp():
+    """One graph per M, replayed at two positions (p is a device scalar): the eager DP's flags, D within 1e-5."""
+    runner = Runner(tiny_llama(layers=8).cuda(), capacity=64)
+    _, hs = runner.forward(torch.tensor(IDS, device="cuda"), 0, hidden=True)
+    for M in (1, 3, 7):
+        runner.rollback(len(IDS))
+        assert dp_static.prepare(runner, M) > 0 and runner.length == len(IDS)
+        dp = runner.dp_static[(M, runner.capacity)]
+        assert dp.failed is None and dp.graph is not None
+        for p in (len(IDS) - 1, len(IDS)):
+            if p == len(IDS):                              # one more verified token: the next position
+                _, more = runner.forward(torch.tensor([40], device="cuda"), p, hidden=True)
+                xs = more[:, -1]
+            else:
+                xs = hs[:, p]
+            ref = choose_skip_set(runner, xs, p, M)
+            res = dp.choose(xs, p)
+            assert res.flags == ref.flags and res.skip == ref.skip
+            torch.testing.assert_close(table(res.D), table(ref.D), rtol=0, atol=1e-5, equal_nan=True)
+
+
+@CUDA
+def test_clasp_and_clasp_fused_on_cuda_are_token_identical_to_generate():
+    model = tiny_llama().cuda()
+    model.generation_config.eos_token_id = None
+    ref = model.generate(torch.tensor([PROMPT], device="cuda"), max_new_tokens=40, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)[0, len(PROMPT):].tolist()
+    lm = from_modules(model)
+    for strategy in ("clasp", "clasp-fused"):
+        cfg = GenConfig(num_skip=2, draft_len=5, det=0.0, max_new_tokens=40, strategy=strategy)
+        events = list(generate(lm, None, cfg, "clasp", prompt_ids=PROMPT))
+        assert events[-1].output_ids == ref
+        if strategy == "clasp":                            # the DP's graph, captured before the clock
+            assert events[0].params["dp_capture_s"] > 0
+        else:
+            assert any(isinstance(e, LayerChoice) and e.fused for e in events)
