@@ -288,11 +288,15 @@ class _Run:
         if at_prefill:
             yield from self.clock.emit(self.rechoose(loop, hs[:, -1] if hs is not None else None))
         while (reason := self.output.finished()) is None:
-            plan = self.plan(loop)
-            draft = plan.copy if plan.copy is not None else self.draft(loop.pos, plan.skip, plan.k_max, policy.det)
-            ride, loop.riding = loop.riding, None
-            verdict = self.verify(loop.pos, draft, states=plan.again and layers.uses_dp, ride=ride)
-            yield from self.clock.emit(self.keep(loop, plan, draft, verdict))
+            with self.clock.counting() as syncs:           # the round's host synchronisations
+                plan = self.plan(loop)
+                draft = plan.copy if plan.copy is not None else self.draft(loop.pos, plan.skip, plan.k_max,
+                                                                           policy.det)
+                ride, loop.riding = loop.riding, None
+                verdict = self.verify(loop.pos, draft, states=plan.again and layers.uses_dp, ride=ride)
+                event = self.keep(loop, plan, draft, verdict)
+            event.syncs = syncs.count
+            yield from self.clock.emit(event)
             if verdict.dp is not None and self.output.finished() is None:
                 yield from self.clock.emit(self.rechoose(loop, None, ride[1], verdict.dp))
             if plan.again and self.output.finished() is None:

@@ -63,6 +63,20 @@ def test_event_stream_shape_and_trace_round_trip(tiny):
     assert [trace.to_dict(e) for e in again] == [trace.to_dict(e) for e in events]
 
 
+def test_rounds_count_their_host_synchronisations_where_asked(tiny, monkeypatch):
+    """A CPU run counts nothing (no device to wait for) unless CLASP_COUNT_SYNCS=1; then every read of a
+    tensor's value counts: each draft step reads its top-1 probability, its token and q(x)."""
+    tiny.model.generation_config.eos_token_id = None
+    assert all(e.syncs is None for e in run(tiny, num_skip=2, draft_len=4) if isinstance(e, Round))
+    monkeypatch.setenv("CLASP_COUNT_SYNCS", "1")
+    events = run(tiny, num_skip=2, draft_len=4)
+    rounds = [e for e in events if isinstance(e, Round)]
+    assert all(r.syncs >= 3 * len(r.drafted) + 1 for r in rounds)         # + the verification's verdict
+    assert events[-1].output_ids == hf_greedy(tiny, 40)
+    again = trace.loads(trace.dumps(events))
+    assert [e.syncs for e in again if isinstance(e, Round)] == [r.syncs for r in rounds]
+
+
 def test_skipping_nothing_accepts_every_draft(tiny):
     tiny.model.generation_config.eos_token_id = None
     done = run(tiny, num_skip=0, draft_len=5)[-1]
