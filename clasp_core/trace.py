@@ -101,7 +101,7 @@ class Round:
     # {n, ngram, start, copied_from, length, in_prompt}; positions index the context, prompt then output
     lookup: dict | None = None
     # host synchronisations with the device in the round, from its plan to its keep (clock.HostSyncs);
-    # None where not counted (a CPU run, unless CLASP_COUNT_SYNCS=1); the layer choice after it is not in it
+    # None where not counted (unless CLASP_COUNT_SYNCS=1); the layer choice after the round is not in it
     syncs: int | None = None
     kind: str = "round"
 

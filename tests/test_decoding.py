@@ -64,8 +64,8 @@ def test_event_stream_shape_and_trace_round_trip(tiny):
 
 
 def test_rounds_count_their_host_synchronisations_where_asked(tiny, monkeypatch):
-    """A CPU run counts nothing (no device to wait for) unless CLASP_COUNT_SYNCS=1; then every read of a
-    tensor's value counts: each draft step reads its top-1 probability, its token and q(x)."""
+    """Nothing is counted unless CLASP_COUNT_SYNCS=1; then every read of a tensor's value counts (on a GPU
+    each waits for the device): each draft step reads its top-1 probability, its token and q(x)."""
     tiny.model.generation_config.eos_token_id = None
     assert all(e.syncs is None for e in run(tiny, num_skip=2, draft_len=4) if isinstance(e, Round))
     monkeypatch.setenv("CLASP_COUNT_SYNCS", "1")
