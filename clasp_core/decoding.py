@@ -21,6 +21,8 @@ import torch
 
 from .auto import Arm, AutoPolicy, FixedPolicy, Policy, head_share
 from .clock import Clock
+from .dp_static import verify_with_dp
+from .layer_dp import DPResult
 from .lookup import CopyPolicy, Match, NgramIndex
 from .metrics import dtype_name, tau
 from .model import LoadedModel
@@ -115,6 +117,7 @@ class Verdict:
     states: torch.Tensor | None     # per-layer states of the verified block, when layers are chosen next
     top_ids: list = field(default_factory=list)     # greedy: the full model's top two at each emitted position
     top_logits: list = field(default_factory=list)
+    dp: DPResult | None = None      # clasp-fused: the layer DP that rode this verification
 
 
 def ids_on(runner: Runner, xs: list[int]) -> torch.Tensor:
@@ -163,12 +166,18 @@ def copy_draft(match: Match, k: int, eos: set[int], sampler: Sampler, vocab: int
     return Draft(tokens, q_rows, [1.0] * len(tokens), 0, match)
 
 
-def verify(runner: Runner, last: int, pos: int, drafted: Draft, sampler: Sampler, states: bool) -> Verdict:
-    """The full model over ``last`` (at ``pos``) and the draft: how many drafts it accepts, and its own next."""
+def verify(runner: Runner, last: int, pos: int, drafted: Draft, sampler: Sampler, states: bool,
+           ride: torch.Tensor | None = None, num_skip: int = 0) -> Verdict:
+    """The full model over ``last`` (at ``pos``) and the draft: how many drafts it accepts, and its own next.
+    ``ride``: the states [L+1, d] of the token at pos - 1, whose layer DP (M = ``num_skip``) runs in the same
+    layer calls (clasp-fused); the Verdict then carries its result."""
     tokens, k = drafted.tokens, len(drafted.tokens)
-    ids = ids_on(runner, tokens)
-    res = runner.forward(ids_on(runner, [last] + tokens), pos, hidden=states, head=False)
-    y, hs = res if states else (res, None)
+    ids, block, dp = ids_on(runner, tokens), ids_on(runner, [last] + tokens), None
+    if ride is None:
+        res = runner.forward(block, pos, hidden=states, head=False)
+        y, hs = res if states else (res, None)
+    else:
+        y, hs, dp = verify_with_dp(runner, block, pos, ride, num_skip, hidden=states, head=False)
     logits = runner.verify_logits(y, tokens if sampler.greedy and k > 0 else None)
     if sampler.greedy:
         acc, nxt, kind = greedy_accept(tokens, logits.argmax(-1).tolist())
@@ -179,7 +188,7 @@ def verify(runner: Runner, last: int, pos: int, drafted: Draft, sampler: Sampler
         q = torch.stack(drafted.q_rows) if k else p[:0]
         acc, nxt, kind = speculative_accept(tokens, q, p, sampler.gen)
         p_x = p[torch.arange(k), ids].tolist() if k else []
-    return Verdict(acc, nxt, kind, p_x, hs, **sampler.tops(logits[:acc + 1]))
+    return Verdict(acc, nxt, kind, p_x, hs, **sampler.tops(logits[:acc + 1]), dp=dp)
 
 
 # ---- what the loop keeps between rounds ----------------------------------------------------
@@ -231,6 +240,7 @@ class Loop:
     choices: int = 0                # layer choices so far
     rounds: int = 0
     since: int = 0                  # rounds since the last layer choice
+    riding: torch.Tensor | None = None  # clasp-fused: states of the token whose DP rides the next verification
 
 
 # ---- the events, built in one place ------------------------------------------------------------
@@ -284,14 +294,15 @@ class Recorder:
                        copied_text=tok.decode(ctx[c:e]), after=tok.decode(ctx[e:e + around]))
         return rec
 
-    def layer_choice(self, choice: Choice, arm: Arm | None, round_index: int, p: int) -> LayerChoice:
+    def layer_choice(self, choice: Choice, arm: Arm | None, round_index: int, p: int,
+                     fused: bool = False) -> LayerChoice:
         """The set the next round drafts with: skip_for(arm.M), or the full-M set if it is a plain step."""
         m = arm.M if arm is not None else self.cfg.num_skip
         skip, path = choice.for_m(m)
         dp = choice.dp
         return LayerChoice(round=round_index, position=p, skip=skip, D=dp.D if dp else [], path=path,
                            seconds=choice.seconds, num_skip=m, strategy=choice.strategy,
-                           flags=dp.flags if dp else None)
+                           flags=dp.flags if dp else None, fused=fused)
 
     def done(self, reason: str, wall: float, prefill_s: float) -> Done:
         n = len(self.output.ids)
@@ -365,19 +376,30 @@ class ClaspRun(Run):
         if at_prefill:
             yield from self.clock.emit(self.rechoose(loop, hs[:, -1] if hs is not None else None))
         while (reason := self.output.finished()) is None:
-            plan, last = self.plan(loop), self.output.ids[-1]
-            drafted, draft_s = plan.copy, plan.copy_s
-            if drafted is None:
+            with self.clock.counting() as syncs:           # the round's host synchronisations
+                plan, last = self.plan(loop), self.output.ids[-1]
+                drafted, draft_s = plan.copy, plan.copy_s
+                if drafted is None:
+                    t0 = self.clock.now()
+                    drafted = draft(runner, last, loop.pos, plan.skip, plan.k_max, policy.det, self.sampler,
+                                    self.eos)
+                    draft_s = self.clock.now() - t0
+                ride, loop.riding, ride_p = loop.riding, None, loop.pos - 1
                 t0 = self.clock.now()
-                drafted = draft(runner, last, loop.pos, plan.skip, plan.k_max, policy.det, self.sampler, self.eos)
-                draft_s = self.clock.now() - t0
-            t0 = self.clock.now()
-            verdict = verify(runner, last, loop.pos, drafted, self.sampler, states=plan.again and layers.uses_dp)
-            verify_s = self.clock.now() - t0
-            yield from self.clock.emit(self.keep(loop, plan, drafted, verdict, draft_s, verify_s))
+                verdict = verify(runner, last, loop.pos, drafted, self.sampler, plan.again and layers.uses_dp,
+                                 ride, M)
+                verify_s = self.clock.now() - t0
+                event = self.keep(loop, plan, drafted, verdict, draft_s, verify_s)
+            event.syncs = syncs.count
+            yield from self.clock.emit(event)
+            if verdict.dp is not None and self.output.finished() is None:
+                yield from self.clock.emit(self.rechoose(loop, None, ride_p, verdict.dp))
             if plan.again and self.output.finished() is None:
                 xs = verdict.states[:, verdict.accepted] if verdict.states is not None else None
-                yield from self.clock.emit(self.rechoose(loop, xs))
+                if layers.fused:                            # its DP rides the next round's verification
+                    loop.riding, loop.since = xs, 0
+                else:
+                    yield from self.clock.emit(self.rechoose(loop, xs))
         yield self.record.done(reason, self.clock.wall(), self.prefill_s)
 
     def plan(self, loop: Loop) -> Plan:
@@ -430,15 +452,19 @@ class ClaspRun(Run):
         loop.rounds += 1
         return event
 
-    def rechoose(self, loop: Loop, xs: torch.Tensor | None) -> LayerChoice:
-        """Choose the layers again on the newest verified token's states ``xs`` (at position pos - 1), then
-        plan the next round at once, so its event can tell the set it drafts with."""
-        p = loop.pos - 1
-        loop.choice = choice = loop.layers.choose(self.runner, xs, p, self.cfg.num_skip)
+    def rechoose(self, loop: Loop, xs: torch.Tensor | None, p: int | None = None,
+                 done: DPResult | None = None) -> LayerChoice:
+        """Choose the layers again on the newest verified token's states ``xs`` (at position pos - 1), or take
+        the DP ``done`` of the token at ``p`` that rode a verification (clasp-fused); then plan the next round
+        at once, so its event can tell the set it drafts with."""
+        p = loop.pos - 1 if p is None else p
+        loop.choice = choice = (loop.layers.choose(self.runner, xs, p, self.cfg.num_skip) if done is None
+                                else Choice(loop.layers.name, done.skip, done.seconds, done))
         if choice.dp is not None:
             self.totals.dp_s += choice.seconds
             self.totals.dp_calls += 1
             loop.policy.observe_dp(choice.seconds)
         loop.planned = loop.policy.plan()
-        loop.since, loop.choices = 0, loop.choices + 1
-        return self.record.layer_choice(choice, loop.planned[0], loop.rounds, p)
+        loop.since = loop.since if done is not None else 0     # a fused DP's count began when it was asked for
+        loop.choices += 1
+        return self.record.layer_choice(choice, loop.planned[0], loop.rounds, p, fused=done is not None)

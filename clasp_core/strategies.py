@@ -5,6 +5,7 @@ choose again after a round (``due``). Only the in-context DP looks at the run's 
 
 - ``clasp``      the layer DP (Algorithm 1) on the last accepted token, re-run every LOI rounds;
 - ``clasp-once`` the same DP once, on the prompt's last token, never refreshed (the LOI ablation);
+- ``clasp-fused`` the same DP inside the next verification's layer calls, its set used one round later;
 - ``static``     one set per (model, M) found offline on calibration prompts (static_search.py);
 - ``early-exit`` the last M layers: the draft is the first L - M layers, the final norm and the head;
 - ``random``     M layers drawn from the run's seed, with their own generator (sampling is untouched).
@@ -32,7 +33,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 
-from .layer_dp import DPResult, backtrack, choose_skip_set
+from . import dp_static
+from .layer_dp import DPResult, backtrack
 
 if TYPE_CHECKING:
     from .model import LoadedModel
@@ -71,6 +73,7 @@ class Strategy(Protocol):
     uses_dp: ClassVar[bool]         # builds the layer DP's table: auto may pick any M <= num_skip from it
     drafts: ClassVar[bool]          # the skipped-layer draft runs (False: copied drafts or plain steps only)
     lookup: ClassVar[bool]          # copies from the context where an n-gram matches
+    fused: ClassVar[bool]           # its DP rides the next verification's layer calls (the set drafts a round later)
     bench_auto: ClassVar[bool]      # the bench's method of this name runs with auto on
 
     def prepare(self, lm: LoadedModel, M: int) -> dict:
@@ -168,16 +171,19 @@ class LayerDP:
     uses_dp = True
     drafts = True
     lookup = False
+    fused = False
     bench_auto = False              # the bench's "auto" method is this strategy with auto on
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
     def prepare(self, lm, M: int) -> dict:
-        return {}
+        """On CUDA: capture the fixed-shape DP's graph before the clock starts (dp_static.py)."""
+        spent = dp_static.prepare(lm.runner, M)
+        return {"dp_capture_s": spent} if spent else {}
 
     def choose(self, runner, xs: torch.Tensor, p: int, M: int) -> Choice:
-        res = choose_skip_set(runner, xs, p, M)
+        res = dp_static.choose(runner, xs, p, M)
         return Choice(self.name, res.skip, res.seconds, res)
 
     def due(self, rounds_since: int, loi: int) -> bool:
@@ -197,6 +203,23 @@ class LayerDPOnce(LayerDP):
         return False
 
 
+@register
+class LayerDPFused(LayerDP):
+    """``clasp-fused``: the DP of the newest verified token rides the next round's verification.
+
+    Each layer runs the verification's rows and the DP's candidates in one call (dp_static.verify_with_dp),
+    so the layer's weights are read once for both; the set drafts from the round after that verification,
+    one round later than ``clasp``'s. Lossless like any set: the full model verifies. The first set (on
+    the prompt's last token) has no verification to ride and runs the DP on its own."""
+
+    name = "clasp-fused"
+    label = "CLaSp fused: the layer DP inside the next verification pass"
+    short = "CLaSp fused"
+    help = ("*CLaSp fused* runs the layer DP inside the next verification (the same layer calls, one weight "
+            "read), so the set is one round staler than CLaSp's but the DP costs only its extra rows.")
+    fused = True
+
+
 class FixedLayers:
     """A set that does not depend on the context: chosen before the first draft, never again."""
 
@@ -204,6 +227,7 @@ class FixedLayers:
     uses_dp = False
     drafts = True
     lookup = False
+    fused = False
     bench_auto = False
 
     def __init__(self, seed: int = 0):

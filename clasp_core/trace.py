@@ -72,6 +72,9 @@ class LayerChoice:
     num_skip: int = 0              # the m of ``skip`` (auto may draft with fewer layers skipped than M)
     strategy: str = "clasp"        # clasp | clasp-once | static | early-exit | random
     flags: list[list[bool]] | None = None   # (L+1) x (M+1): g(i, j) came from "skip layer i-1"; None without DP
+    # clasp-fused: the DP ran inside a verification's layer calls; its share of that pass cannot be timed
+    # apart, so ``seconds`` is 0 and the cost is inside that round's verify_s
+    fused: bool = False
     kind: str = "layer_choice"
 
 
@@ -102,6 +105,9 @@ class Round:
     # where the drafts came from: None = the skipped-layer draft (``skip``), else the prompt-lookup match:
     # {n, ngram, start, copied_from, length, in_prompt}; positions index the context, prompt then output
     lookup: dict | None = None
+    # host synchronisations with the device in the round, from its plan to its keep (clock.HostSyncs);
+    # None where not counted (unless CLASP_COUNT_SYNCS=1); the layer choice after the round is not in it
+    syncs: int | None = None
     kind: str = "round"
 
     # "Did this round draft?" is answered here, once, for every module and view.

@@ -56,9 +56,9 @@ def test_bench_rejects_bad_arguments(tmp_path):
 
 
 def test_every_engine_method_maps_to_one_loop_and_strategy():
-    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "static", "early-exit", "random",
-                               "lookup", "clasp+lookup", "hf-lookup")
-    for s in ("clasp", "clasp-once", "static", "early-exit", "random", "lookup"):     # each draft source, as itself
+    assert methods.METHODS == ("hf", "vanilla", "clasp", "auto", "clasp-once", "clasp-fused", "static", "early-exit",
+                               "random", "lookup", "clasp+lookup", "hf-lookup")
+    for s in ("clasp", "clasp-once", "clasp-fused", "static", "early-exit", "random", "lookup"):   # each, as itself
         assert methods.engine_config(GenConfig(), s) == ("clasp", GenConfig(strategy=s))
     assert methods.engine_config(GenConfig(), "clasp+lookup")[1].auto       # auto: plain steps where nothing pays
     kind, cfg = methods.engine_config(GenConfig(), "auto")
@@ -98,6 +98,7 @@ def test_shape_study_on_a_tiny_shape(tmp_path, capsys):
     shapes.main(["--shapes", "tiny", "--device", "cpu", "--reps", "2", "--context", "16", "--out", str(out)])
     res = json.loads(out.read_text())[0]
     assert res["layers"] == 8 and res["full_ms"] > 0 and res["verify_ms"] > 0 and res["dp_ms"] > 0
+    assert res["dp_eager_ms"] > 0 and res["fused_verify_ms"] > 0 and res["dp_fixed_shape"] is False   # a CPU
     assert set(res["draft_rel"]) == {"0.25", "0.45", "0.5", "0.6"}
     assert "PROJECTION" in res["projection"]["note"] and len(res["projection"]["speedup_loi1"]) == 2
     assert "not measured" in capsys.readouterr().out

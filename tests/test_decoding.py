@@ -63,6 +63,20 @@ def test_event_stream_shape_and_trace_round_trip(tiny):
     assert [trace.to_dict(e) for e in again] == [trace.to_dict(e) for e in events]
 
 
+def test_rounds_count_their_host_synchronisations_where_asked(tiny, monkeypatch):
+    """Nothing is counted unless CLASP_COUNT_SYNCS=1; then every read of a tensor's value counts (on a GPU
+    each waits for the device): each draft step reads its top-1 probability, its token and q(x)."""
+    tiny.model.generation_config.eos_token_id = None
+    assert all(e.syncs is None for e in run(tiny, num_skip=2, draft_len=4) if isinstance(e, Round))
+    monkeypatch.setenv("CLASP_COUNT_SYNCS", "1")
+    events = run(tiny, num_skip=2, draft_len=4)
+    rounds = [e for e in events if isinstance(e, Round)]
+    assert all(r.syncs >= 3 * len(r.drafted) + 1 for r in rounds)         # + the verification's verdict
+    assert events[-1].output_ids == hf_greedy(tiny, 40)
+    again = trace.loads(trace.dumps(events))
+    assert [e.syncs for e in again if isinstance(e, Round)] == [r.syncs for r in rounds]
+
+
 def test_skipping_nothing_accepts_every_draft(tiny):
     tiny.model.generation_config.eos_token_id = None
     done = run(tiny, num_skip=0, draft_len=5)[-1]
@@ -147,6 +161,7 @@ class TestSampledRunsAreExact:
     a round with most layers skipped, so drafts are often rejected and replaced."""
 
     V, T, P = 4, 1.0, [1, 3, 0, 3]
+    strategy = "clasp"
 
     @pytest.fixture(scope="class")
     def lm(self):
@@ -170,7 +185,8 @@ class TestSampledRunsAreExact:
     def sample_runs(self, lm, n):
         counts, rejected, multi = {}, 0, 0
         for seed in range(n):
-            cfg = GenConfig(num_skip=5, draft_len=3, det=0.0, loi=1, temperature=self.T, seed=seed, max_new_tokens=4)
+            cfg = GenConfig(num_skip=5, draft_len=3, det=0.0, loi=1, temperature=self.T, seed=seed, max_new_tokens=4,
+                            strategy=self.strategy)
             events = list(generate(lm, None, cfg, "clasp", prompt_ids=self.P))
             key = tuple(events[-1].output_ids[:3])
             counts[key] = counts.get(key, 0) + 1
@@ -210,6 +226,24 @@ class TestSampledRunsAreExact:
         assert rejected > n / 4
         stat, crit = self.chi_square(self.exact_joint(lm.model), counts, n)
         assert stat > crit
+
+
+class TestSampledFusedRunsAreExact(TestSampledRunsAreExact):
+    """The same check with the layer DP riding each verification (clasp-fused)."""
+
+    strategy = "clasp-fused"
+    test_a_wrong_residual_is_caught = None          # the control checks the test, once is enough
+
+    def test_the_dp_rides_these_verifications(self, lm):
+        """At LOI 1 every round after the first verifies with the DP riding it: many of those rounds choose
+        tokens among the three whose law is checked."""
+        rides = 0
+        for seed in range(20):
+            cfg = GenConfig(num_skip=5, draft_len=3, det=0.0, loi=1, temperature=self.T, seed=seed,
+                            max_new_tokens=4, strategy=self.strategy)
+            rides += sum(isinstance(e, Round) and e.index >= 1 and e.start <= 2
+                         for e in generate(lm, None, cfg, "clasp", prompt_ids=self.P))
+        assert rides >= 5
 
 
 # ---- bad input --------------------------------------------------------------------------

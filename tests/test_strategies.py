@@ -39,11 +39,11 @@ def test_every_strategy_is_token_identical_to_transformers_generate(tiny, strate
     assert all(c.strategy == strategy and len(c.skip) == c.num_skip == 3 for c in choices)
     for r in rounds:                                           # each round drafted with the choice in force
         assert r.k_max == min(4, 40 - r.start - 1) and r.skip == (choices[r.choice].skip if r.k_max else [])
-    if strategy == "clasp":
+    if strategy in ("clasp", "clasp-fused"):
         assert len(choices) > 1 and done.dp_calls == len(choices)
     else:
         assert len(choices) == 1 and choices[0].round == 0    # chosen once, before the first round
-    if strategy in ("clasp", "clasp-once"):
+    if strategy in ("clasp", "clasp-once", "clasp-fused"):
         assert choices[0].flags is not None and choices[0].D and choices[0].path[0] == [6, 3]
     else:
         assert choices[0].D == [] and choices[0].path == [] and choices[0].flags is None
@@ -87,10 +87,11 @@ def test_static_reads_the_offline_set_and_keeps_its_cost_out_of_the_run(tiny, mo
 
 def test_unknown_strategy_and_auto_with_a_fixed_set_are_clear_errors(tiny):
     with pytest.raises(ValueError, match="unknown layer-choice strategy 'swift'; use one of clasp, clasp-once, "
-                                         "static, early-exit, random, lookup, clasp\\+lookup"):
+                                         "clasp-fused, static, early-exit, random, lookup, clasp\\+lookup"):
         generate(tiny, None, GenConfig(strategy="swift"), prompt_ids=PROMPT)
     for s in ("static", "early-exit", "random"):
-        with pytest.raises(ValueError, match=f"auto .* clasp and clasp-once and clasp\\+lookup only, not '{s}'"):
+        with pytest.raises(ValueError,
+                           match=f"auto .* clasp and clasp-once and clasp-fused and clasp\\+lookup only, not '{s}'"):
             generate(tiny, None, GenConfig(auto=True, strategy=s), prompt_ids=PROMPT)
 
 
@@ -162,6 +163,6 @@ def test_register_refuses_a_taken_name_or_a_class_missing_part_of_the_protocol()
 
     with pytest.raises(TypeError, match="the strategy name 'clasp' is taken by LayerDP"):
         register(Again)
-    with pytest.raises(TypeError, match="NoHelp lacks help, prepare, choose, due"):
+    with pytest.raises(TypeError, match="NoHelp lacks help, fused, prepare, choose, due"):
         register(NoHelp)
     assert "no-help" not in STRATEGIES and STRATEGIES[0] == "clasp"

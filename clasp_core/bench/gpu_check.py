@@ -9,7 +9,8 @@ hangs does not stop the rest:
 
   1. versions      GPU, driver, CUDA, torch, transformers, cuDNN
   2. load          the model, once (a .gguf is converted and cached for the later steps)
-  3. tests         tests/test_fastpath.py and tests/test_runner.py under pytest; where pytest is
+  3. tests         tests/test_fastpath.py, tests/test_runner.py and the graphed layer DP's tests of
+                   tests/test_dp_static.py under pytest; where pytest is
                    missing, the same checks written out here (runner vs transformers, static
                    path and graphs vs eager, greedy CLaSp vs generate, fixed-shape DP attention)
   4. dp            one layer DP, eager against fixed-shape (graphed), on the model and on the
@@ -103,8 +104,10 @@ def plan(a: argparse.Namespace) -> list[Step]:
         replay = ["--shapes", "tiny", "--dtype", "float32", "--context", "16", "--new-tokens", "16", "--reps", "1"]
         tests = ["-k", "buckets or failed_capture"]      # the CUDA tests skip on a CPU anyway
     has_pytest = importlib.util.find_spec("pytest") is not None and (ROOT / "tests" / "test_fastpath.py").is_file()
+    dp_gpu = [f"tests/test_dp_static.py::{t}" for t in ("test_cuda_graphed_dp_equals_the_eager_dp",
+                                                          "test_clasp_and_clasp_fused_on_cuda_are_token_identical_to_generate")]
     test_argv = (["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fastpath.py", "tests/test_runner.py",
-                  *tests] if has_pytest else [*me, "--step", "checks"])
+                  *dp_gpu, *tests] if has_pytest else [*me, "--step", "checks"])
 
     def run_bench(tag: str, methods: str, dtype: str, loi: int, size: list[str]) -> list[str]:
         return [*bench, "--methods", methods, "--dtype", dtype, "--loi", str(loi), *size,

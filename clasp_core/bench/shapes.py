@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from .. import dp_static
 from ..costs import PAPER_MODELS, Costs
 from ..layer_dp import choose_skip_set
 from ..metrics import DEFAULT_SKIP_FRACTION, default_num_skip, dtype_name
@@ -148,11 +149,23 @@ def measure(shape: str, device: torch.device, dtype: torch.dtype, context: int, 
     M = default_num_skip(L)
     xs = hs[:, -1]
 
+    capture_s += dp_static.prepare(runner, M)    # the DP's graph (GPU only), outside every timing
+
     def dp():
+        runner.length = context
+        dp_static.choose(runner, xs, context - 1, M)      # the engine's DP: fixed-shape and graphed on CUDA
+
+    def dp_eager():
         runner.length = context
         choose_skip_set(runner, xs, context - 1, M)
 
+    def fused():
+        runner.length = context
+        dp_static.verify_with_dp(runner, block, context, xs, M)
+
     dp_s = timed(dp, device, max(3, reps // 4))
+    eager_s = dp_s if not dp_static.wanted(runner) else timed(dp_eager, device, max(3, reps // 4))
+    fused_s = timed(fused, device, reps)
     name, tau_lo, tau_hi = PAPER_TAU[shape]
     rd = draft[DEFAULT_SKIP_FRACTION] / full
     rv = ver / full
@@ -165,7 +178,9 @@ def measure(shape: str, device: torch.device, dtype: torch.dtype, context: int, 
     return dict(shape=shape, layers=L, params_b=param_count(shape) / 1e9, **where(device, dtype), context=context, K=K,
                 full_ms=full * 1e3, draft_ms={str(r): draft[r] * 1e3 for r in RATIOS},
                 draft_rel={str(r): draft[r] / full for r in RATIOS}, verify_ms=ver * 1e3, verify_rel=rv,
-                dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, graph_capture_s=capture_s,
+                dp_ms=dp_s * 1e3, dp_rel=rdp, dp_M=M, dp_fixed_shape=dp_static.wanted(runner),
+                dp_eager_ms=eager_s * 1e3, fused_verify_ms=fused_s * 1e3, fused_extra_rel=(fused_s - ver) / full,
+                graph_capture_s=capture_s,
                 graphs=runner.graphs, graph_failed=runner.capture_failed,
                 projection=dict(note=f"PROJECTION from measured costs and {name}'s tau range in the paper "
                                      f"(Table 1, T=0), M=0.45L, K={K} drafted per round; not a measured speedup",
@@ -258,18 +273,22 @@ def replay_table(rows: list[dict]) -> str:
 
 def table(results: list[dict]) -> str:
     head = ["shape", "L", "device", "graphs", "full step ms", "draft/full @ M/L=0.25, 0.45, 0.5, 0.6",
-            "verify K+1 / full", "DP ms (/full)", "projected speedup LOI=1", "LOI=32"]
+            "verify K+1 / full", "DP ms (/full)", "eager DP ms", "fused DP: added / full",
+            "projected speedup LOI=1", "LOI=32"]
     rows = []
     for r in results:
         p = r["projection"]
         rows.append([f"{r['shape']} ({r['params_b']:.2f}B)", r["layers"], f"{r['gpu']} {r['dtype']}",
                      "FAILED" if r.get("graph_failed") else r.get("graphs", 0), f"{r['full_ms']:.2f}",
                      ", ".join(f"{r['draft_rel'][str(x)]:.2f}" for x in RATIOS),
-                     f"{r['verify_rel']:.2f}", f"{r['dp_ms']:.1f} ({r['dp_rel']:.1f})",
+                     f"{r['verify_rel']:.2f}", f"{r['dp_ms']:.1f} ({r['dp_rel']:.1f})", f"{r['dp_eager_ms']:.1f}",
+                     f"{r['fused_extra_rel']:.2f}",
                      f"{p['speedup_loi1'][0]:.2f}–{p['speedup_loi1'][1]:.2f}x",
                      f"{p['speedup_loi32'][0]:.2f}–{p['speedup_loi32'][1]:.2f}x"])
     return md_table(head, rows) + ("\n\nProjected speedups combine the measured costs with the paper's tau range; "
-                                   "they are not measured.")
+                                   "they are not measured. DP: the engine's (fixed-shape, one CUDA graph on a GPU); "
+                                   "eager DP: the reference, one packed call per layer; fused DP: a verification of "
+                                   "K+1 tokens with the DP riding it, less the verification alone.")
 
 
 def main(argv=None) -> int:
