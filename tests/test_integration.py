@@ -20,13 +20,23 @@ def hf_generate(lm, ids, n=N):
     return out[0, len(ids):].tolist()
 
 
+class References(dict):
+    """question id -> (prompt ids, generate's tokens), each computed when a test first asks for it."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def __missing__(self, qid):
+        q = next(q for q in PROMPTS if q["question_id"] == qid)
+        ids, _ = encode_prompt(self.lm, q["turns"][0])
+        self[qid] = (ids, hf_generate(self.lm, ids))
+        return self[qid]
+
+
 @pytest.fixture(scope="module")
 def references(embedded):
-    refs = {}
-    for q in PROMPTS:
-        ids, _ = encode_prompt(embedded, q["turns"][0])
-        refs[q["question_id"]] = (ids, hf_generate(embedded, ids))
-    return refs
+    return References(embedded)
 
 
 def test_embedded_model_shape(embedded):
@@ -88,3 +98,35 @@ def test_sampled_clasp_on_the_real_model(embedded):
 def test_too_long_prompt_on_the_real_model(embedded):
     with pytest.raises(ValueError, match="context of 8192"):
         generate(embedded, "word " * 9000, GenConfig(), "clasp")
+
+
+@pytest.mark.parametrize("q", PROMPTS[:2], ids=lambda q: q["category"])
+def test_greedy_clasp_fused_token_identical(embedded, references, q):
+    """The layer DP riding each verification (clasp-fused), default M, LOI 1, and drafting hard."""
+    ids, ref = references[q["question_id"]]
+    for cfg in (GenConfig(max_new_tokens=N, strategy="clasp-fused"),
+                GenConfig(num_skip=8, draft_len=6, det=0.0, loi=1, max_new_tokens=N, strategy="clasp-fused")):
+        events = list(generate(embedded, None, cfg, "clasp", prompt_ids=ids))
+        assert events[-1].output_ids == ref
+        fused = [e for e in events if isinstance(e, LayerChoice) and e.fused]
+        assert fused and all(len(e.skip) == cfg.resolved(30).num_skip for e in fused)
+
+
+@pytest.mark.parametrize("M", [8, 13])
+def test_fixed_shape_and_fused_dp_equal_the_eager_dp_on_the_embedded_model(embedded, M):
+    """Flags (so every skip set) exactly, D within 1e-5 (fp32; the shapes round the last bits differently)."""
+    from clasp_core.dp_static import static_dp, verify_with_dp
+    from clasp_core.layer_dp import choose_skip_set
+
+    ids, _ = encode_prompt(embedded, PROMPTS[2]["turns"][0])
+    runner = embedded.runner
+    runner.allocate(len(ids) + 32)
+    _, hs = runner.forward(torch.tensor(ids), 0, hidden=True, last_only=True)
+    p, xs = len(ids) - 1, hs[:, -1]
+    ref = choose_skip_set(runner, xs, p, M)
+    nan = lambda D: torch.tensor([[float("nan") if v is None else v for v in row] for row in D])  # noqa: E731
+    fixed = static_dp(runner, M).choose(xs, p)
+    _, _, fused = verify_with_dp(runner, torch.tensor([ids[-1], 42, 43]), p + 1, xs, M)
+    for res in (fixed, fused):
+        assert res.flags == ref.flags and res.skip == ref.skip
+        torch.testing.assert_close(nan(res.D), nan(ref.D), rtol=0, atol=1e-5, equal_nan=True)
