@@ -111,7 +111,7 @@ def parted_runs(clasp_top):
     """A one-round CLaSp run and a vanilla run of bfloat16 that part at token #1 (vanilla: 5, CLaSp: 6);
     ``clasp_top``: CLaSp's full-model top two there."""
     def prefill(method):
-        return Prefill(method, "m", 4, [1], "p", {"temperature": 0.0}, 0.1, 3, "a", dtype="bfloat16",
+        return Prefill(method, "m", 4, [1], "p", GenConfig(temperature=0.0), 0.1, 3, "a", dtype="bfloat16",
                        top_ids=[3, 4], top_logits=[20.0, 15.0])
 
     clasp = [prefill("clasp"), Round(0, [1], [6], ["b"], [0.9], [0.9], 1, 7, "c", "bonus", [6, 7], 0.1, 0.1, 1,
