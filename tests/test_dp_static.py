@@ -89,7 +89,7 @@ def test_the_dp_riding_a_verification_equals_the_eager_dp_and_leaves_the_verific
     y, none, _ = dp_static.verify_with_dp(runner, block, pos, xs, M, head=False)
     assert none is None
     with torch.inference_mode():
-        torch.testing.assert_close(runner.head_row(y), ref_logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(runner.verify_logits(y), ref_logits, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("M,K,loi", [(1, 4, 1), (3, 8, 1), (2, 3, 4), (5, 2, 2)])
