@@ -215,6 +215,13 @@ def choose(runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
     return choose_skip_set(runner, xs, p, M)
 
 
+def choose_fixed_shape(runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
+    """The fixed-shape DP whatever ``wanted`` says (gpu-check's dp step sets it beside the eager one): its
+    graph captured first where the runner is on CUDA, its eager math elsewhere."""
+    prepare(runner, M)
+    return static_dp(runner, M).choose(xs, p)
+
+
 # ---- the DP riding a verification ---------------------------------------------------------------
 @torch.inference_mode()
 def verify_with_dp(runner, ids: torch.Tensor, pos: int, xs: torch.Tensor, M: int, *, hidden: bool = False,

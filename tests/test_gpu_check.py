@@ -264,10 +264,10 @@ def test_zero_gpu_module_scope_load_under_the_cuda_emulation(tmp_path, tiny_dir)
 
 # ---- gpu-check's dp step: the eager DP against the fixed-shape one --------------------------------------------
 def test_dp_check_says_when_the_fixed_shape_dp_is_missing(monkeypatch):
-    from clasp_core import layer_dp
+    from clasp_core import dp_static
     from clasp_core.bench import dpcheck
 
-    monkeypatch.delattr(layer_dp, dpcheck.STATIC, raising=False)
+    monkeypatch.delattr(dp_static, dpcheck.STATIC, raising=False)
     runner = Runner(tiny_llama(layers=5), static=False)
     res = dpcheck.on_prompt(runner, torch.tensor([3, 14, 15, 9, 26, 5, 35, 8]), reps=2)
     assert res["static"].startswith("not available") and res["L"] == 5 and res["M"] == 2 and res["position"] == 7
@@ -275,13 +275,13 @@ def test_dp_check_says_when_the_fixed_shape_dp_is_missing(monkeypatch):
     assert eager["kernels"] == "n/a" and eager["cpu_ops"] > 0 and eager["gpu_ms"] == eager["wall_ms"] > 0
     assert eager["steps"] == pytest.approx(eager["wall_ms"] / res["full_step_ms"])
     assert runner.length == 8                                        # the DP's scratch is not kept
-    assert "| not available (no layer_dp.choose_skip_set_static" in dpcheck.table({"tiny": res})
+    assert "| not available (no dp_static.choose_fixed_shape" in dpcheck.table({"tiny": res})
 
 
 def test_dp_check_compares_d_and_flags_of_a_fixed_shape_dp(monkeypatch):
     """Here the fixed-shape stand-in is the DP with its attention over the whole cache (Runner.dp_fixed, the
     CUDA path's shapes): D and flags must come out equal; a result with one flag turned must not."""
-    from clasp_core import layer_dp
+    from clasp_core import dp_static, layer_dp
     from clasp_core.bench import dpcheck
 
     def whole_cache(runner, xs, p, M):
@@ -291,7 +291,7 @@ def test_dp_check_compares_d_and_flags_of_a_fixed_shape_dp(monkeypatch):
         finally:
             runner.dp_fixed = False
 
-    monkeypatch.setattr(layer_dp, dpcheck.STATIC, whole_cache, raising=False)
+    monkeypatch.setattr(dp_static, dpcheck.STATIC, whole_cache)
     runner = Runner(tiny_llama(layers=6), static=False)
     res = dpcheck.on_prompt(runner, torch.tensor([3, 14, 15, 9, 26, 5, 35, 8]), reps=1, M=3)
     assert res["flags_equal"] and res["skip_equal"] and res["D_cells_equal"] and res["D_max_abs"] < 1e-5
@@ -318,7 +318,7 @@ def test_gpu_check_dp_and_replay_steps_on_a_cpu(tmp_path, tiny_dir):
     fused = "ok" if has_strategy(FUSED) else f"n/a (no {FUSED} strategy in this engine)"
     assert status == {"dp": "ok", "replay": "ok", "bench-fp16-fused": fused}
     dp = json.loads((out / "dp.json").read_text())
-    assert dp["static_entry_point"].startswith("clasp_core.layer_dp.choose_skip_set_static(")
+    assert dp["static_entry_point"].startswith("clasp_core.dp_static.choose_fixed_shape(")
     model, shape = [v for k, v in dp.items() if k.startswith(("model ", "shape tiny"))]
     assert model["L"] == 3 and shape["L"] == 8 and model["eager"]["wall_ms"] > 0
     assert "| eager |" in (out / "dp.out").read_text()

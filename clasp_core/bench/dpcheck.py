@@ -1,8 +1,8 @@
 """One layer DP, measured two ways on one Runner: the eager DP and the fixed-shape (graphed) DP.
 
 The eager DP is ``layer_dp.choose_skip_set``. The fixed-shape one is looked up by name,
-``layer_dp.choose_skip_set_static(runner, xs, p, M) -> DPResult``, so this check runs on an engine
-with or without it ("not available" where it is missing). For each: wall ms (median), GPU ms
+``dp_static.choose_fixed_shape(runner, xs, p, M) -> DPResult`` (graphed on CUDA), so this check runs on an
+engine with or without it ("not available" where it is missing). For each: wall ms (median), GPU ms
 (CUDA events around the call on a GPU; the wall on a CPU), the kernels the profiler sees (on a
 CPU: "n/a", and the count of profiled ops instead), the DP in full single-token steps, and
 whether the two give the same D table and skip flags.
@@ -14,16 +14,16 @@ from statistics import median
 
 import torch
 
-from .. import layer_dp
+from .. import dp_static, layer_dp
 from ..metrics import default_num_skip
 from .common import md_table, sync
 
-STATIC = "choose_skip_set_static"
+STATIC = "choose_fixed_shape"
 
 
 def static_dp():
     """The fixed-shape DP where this engine has one, else None."""
-    return getattr(layer_dp, STATIC, None)
+    return getattr(dp_static, STATIC, None)
 
 
 def profiled(fn, device: torch.device) -> dict:
@@ -107,7 +107,7 @@ def check(runner, xs: torch.Tensor, p: int, reps: int, M: int | None = None) -> 
                eager=dict(eager, steps=eager["wall_ms"] / step))
     fn = static_dp()
     if fn is None:
-        out["static"] = f"not available (no layer_dp.{STATIC} in this engine)"
+        out["static"] = f"not available (no dp_static.{STATIC} in this engine)"
         return out
     static_res, static = cost(fn, runner, xs, p, M, reps)
     out["static"] = dict(static, steps=static["wall_ms"] / step)

@@ -383,7 +383,7 @@ def step_dp(a) -> dict:
 
     cuda = a.device == "cuda"
     reps = 10 if cuda else 1
-    res: dict = dict(static_entry_point=f"clasp_core.layer_dp.{dpcheck.STATIC}(runner, xs, p, M) -> DPResult")
+    res: dict = dict(static_entry_point=f"clasp_core.dp_static.{dpcheck.STATIC}(runner, xs, p, M) -> DPResult")
     partial = Path(a.out, "dp.json")
     lm = load_model(a.model, device=a.device, dtype="auto")
     ids = torch.tensor(_prompt_ids(lm, 200 if cuda else 40), device=lm.model.device)
