@@ -218,8 +218,9 @@ def choose(runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
 def choose_fixed_shape(runner, xs: torch.Tensor, p: int, M: int) -> DPResult:
     """The fixed-shape DP whatever ``wanted`` says (gpu-check's dp step sets it beside the eager one): its
     graph captured first where the runner is on CUDA, its eager math elsewhere."""
-    prepare(runner, M)
-    return static_dp(runner, M).choose(xs, p)
+    dp = static_dp(runner, M)
+    dp.capture()                            # once; nothing off CUDA or after a failed capture
+    return dp.choose(xs, p)
 
 
 # ---- the DP riding a verification ---------------------------------------------------------------

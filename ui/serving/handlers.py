@@ -81,14 +81,19 @@ RUN_SIGNATURE = inspect.signature(run)
 RUN_PARAMS = tuple(name for name in RUN_SIGNATURE.parameters if name != "request")
 
 
+def run_params(*args, **kwargs) -> dict:
+    """A call's arguments by run's parameter names, defaults filled in (for handlers that take run's signature)."""
+    given = RUN_SIGNATURE.bind(*args, **kwargs)
+    given.apply_defaults()
+    return given.arguments
+
+
 @functools.wraps(run, assigned=("__annotations__",))     # run's parameters: Gradio fills them by position
 def run_all(*args, **kwargs):
     """Compare's "Run all": every registered draft source (layer choices and lookups) on this prompt
     with the same M, K, DET and LOI, one after the other, auto off for all (auto runs with the DP's choices
     only, so it would make the rows unequal)."""
-    given = RUN_SIGNATURE.bind(*args, **kwargs)
-    given.apply_defaults()
-    params = given.arguments
+    params = run_params(*args, **kwargs)
     V = APP.components
     for n, name in enumerate(STRATEGIES, 1):
         for out in run(**{**params, "auto": False, "strategy": name}):
@@ -102,9 +107,7 @@ def run_all(*args, **kwargs):
 def run_source(*args, **kwargs):
     """Compare's "Run this source": the source picked there, with the page's settings (auto only for the
     sources that build the DP's table, as on the left)."""
-    given = RUN_SIGNATURE.bind(*args, **kwargs)
-    given.apply_defaults()
-    params = given.arguments
+    params = run_params(*args, **kwargs)
     params["auto"] = bool(params["auto"]) and params["strategy"] in DP_STRATEGIES
     yield from run(**params)
 
